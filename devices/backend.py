@@ -1,0 +1,48 @@
+"""The few calls an STM controller must offer; everything hardware-specific sits behind them.
+
+All quantities are SI (metres, volts, amperes, seconds). Implementations: the simulator
+(`deepspm_bluesky.sim.SimulatedMicroscope`) and the network backends.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from deepspm_bluesky.actions import Action
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the `STM` device needs from an instrument."""
+
+    def scan(self, x_m: float, y_m: float, size_m: float, pixels: int) -> np.ndarray:
+        """Scan a square frame; return a (pixels, pixels) array of heights in metres."""
+
+    def condition(self, action: Action, x_m: float, y_m: float) -> None:
+        """Run a conditioning action (pulse, dip or stall) with the tip at (x, y)."""
+
+    def tip_clean(self, x_m: float, y_m: float) -> bool:
+        """Heavy cleaning after a crash; True when the controller reports success."""
+
+    def approach(self) -> None:
+        """Bring the tip back into tunnelling contact."""
+
+    def withdraw(self) -> None:
+        """Retract the tip out of contact."""
+
+    def move_area(self) -> int:
+        """Coarse move to a fresh approach area; return the crashes reported on the way."""
+
+    def scan_range_m(self) -> float:
+        """Side of the square the fine piezo reaches in one approach area."""
+
+    def z_range_m(self) -> float:
+        """Full range of the z piezo."""
+
+    def set_bias(self, bias_v: float) -> None:
+        """Set the imaging bias."""
+
+    def set_setpoint(self, current_a: float) -> None:
+        """Set the tunnelling-current setpoint of the z controller."""

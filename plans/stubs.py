@@ -1,0 +1,105 @@
+"""Plan stubs of one survey cycle: scan and judge, condition the tip, recover. None opens a run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import bluesky.plan_stubs as bps
+import numpy as np
+from ophyd import Signal
+
+from deepspm_bluesky.imaging import ImageCheck, check_image
+
+from ..devices import STM
+
+GOOD_TIP_THRESHOLD = 0.9  # DeepSPM counts the tip as good when P(good) >= 0.9
+
+
+class DecisionSignals:
+    """Soft signals that carry the plan's own decisions into the run as event data."""
+
+    def __init__(self, **initial: object) -> None:
+        self.signals = {key: Signal(name=key, value=value) for key, value in initial.items()}
+
+    def read(self, **values: object):
+        """Put `values` into the signals, then read all of them into the open event."""
+        for key, value in values.items():
+            self.signals[key].put(value)
+        for signal in self.signals.values():
+            yield from bps.read(signal)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """What the plan concluded about one image."""
+
+    check: ImageCheck
+    p_good: float
+
+    @property
+    def tip_good(self) -> bool:
+        """Checks passed and, where a classifier spoke, P(good) >= 0.9."""
+        return self.check.ok and (math.isnan(self.p_good) or self.p_good >= GOOD_TIP_THRESHOLD)
+
+    @property
+    def verdict(self) -> str:
+        """`good`/`bad` for a clean image, else the check that fired."""
+        if not self.check.ok:
+            return self.check.verdict
+        return "good" if self.tip_good else "bad"
+
+
+def judge(image: np.ndarray, *, z_range_m: float,
+          classifier: Callable[[np.ndarray], float] | None) -> Judgement:
+    """Fast checks first; the classifier (if any) only sees images that pass them."""
+    check = check_image(image, z_range_m=z_range_m)
+    p_good = float(classifier(image)) if (classifier is not None and check.ok) else math.nan
+    return Judgement(check, p_good)
+
+
+def primary_signals() -> DecisionSignals:
+    return DecisionSignals(check="", verdict="", p_good=math.nan)
+
+
+def scan_image(stm: STM, decisions: DecisionSignals,
+               classifier: Callable[[np.ndarray], float] | None = None):
+    """Scan, judge and record one image with its verdict as one `primary` event."""
+    yield from bps.trigger(stm, wait=True)
+    yield from bps.create("primary")
+    reading = yield from bps.read(stm)
+    image = reading[stm.image.name]["value"]
+    z_range_m = stm.zctrl.z_range_nm.get() * 1e-9
+    judgement = judge(image, z_range_m=z_range_m, classifier=classifier)
+    yield from decisions.read(check=judgement.check.verdict, verdict=judgement.verdict,
+                              p_good=judgement.p_good)
+    yield from bps.save()
+    return image, judgement
+
+
+def action_signals() -> DecisionSignals:
+    return DecisionSignals(action="", action_index=-1, x_nm=math.nan, y_nm=math.nan, reason="")
+
+
+def condition_tip(stm: STM, action_name: str, decisions: DecisionSignals, *, reason: str):
+    """Run one conditioning action at the scanner's centre and record it in `actions`."""
+    yield from bps.mv(stm.conditioner, action_name)
+    yield from record_action(stm, decisions, action_name, stm.actions.index(action_name),
+                             reason=reason)
+
+
+def record_action(stm: STM, decisions: DecisionSignals, name: str, index: int, *, reason: str):
+    """One `actions` event: what was done, where, and why."""
+    yield from bps.create("actions")
+    yield from decisions.read(action=name, action_index=index, x_nm=stm.scanner.x_nm.get(),
+                              y_nm=stm.scanner.y_nm.get(), reason=reason)
+    yield from bps.save()
+
+
+def recover(stm: STM, check: ImageCheck, decisions: DecisionSignals):
+    """Crash: heavy tip clean. Lost contact: approach. Recorded as actions with index -1."""
+    command = {"crash": "clean", "no_contact": "approach"}.get(check.verdict)
+    if command is not None:
+        yield from bps.mv(stm.zctrl, command)
+        yield from record_action(stm, decisions, command, -1, reason=check.verdict)
