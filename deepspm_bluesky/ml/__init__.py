@@ -1,0 +1,1 @@
+"""Machine learning: the tip classifier and the conditioning agent (torch, CPU)."""

@@ -1,0 +1,1 @@
+"""Instrument servers that expose the simulator over real wire protocols (LabVIEW, Nanonis)."""
