@@ -1,4 +1,4 @@
-"""Run every `benchmarks/bench_*.py` (or those named on the command line): `python -m benchmarks`."""
+"""`python -m benchmarks [bench_x ...]`: run every `benchmarks/bench_*.py`, or those named."""
 
 from __future__ import annotations
 

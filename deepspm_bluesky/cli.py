@@ -1,0 +1,170 @@
+"""The `deepspm-bluesky` command line (typer)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Autonomous STM on Bluesky: survey, serve and train.", no_args_is_help=True)
+
+CatalogOption = Annotated[
+    Path | None,
+    typer.Option("--catalog", help="Catalog directory (default: $DEEPSPM_CATALOG or per-user)."),
+]
+
+
+class BackendName(StrEnum):
+    sim = "sim"
+    labview = "labview"
+    nanonis = "nanonis"
+
+
+def _make_stm(backend: BackendName, *, seed: int, host: str, port: int | None):
+    from deepspm_bluesky import devices
+
+    if backend is BackendName.sim:
+        return devices.simulated_stm(seed=seed)
+    if port is None:
+        raise typer.BadParameter(f"--port is needed for the {backend.value} backend")
+    factory = {"labview": "labview_stm", "nanonis": "nanonis_stm"}[backend.value]
+    return getattr(devices, factory)(host, port)
+
+
+def _run_survey(stm, catalog: Path | None, *, images: int, mode: str) -> tuple[str, str]:
+    """Run `autonomous_survey` with a progress bar into the catalog; return (uid, location)."""
+    from bluesky import RunEngine
+
+    from deepspm_bluesky.callbacks import SurveyProgress
+    from deepspm_bluesky.data import default_catalog, open_catalog, tiled_writer
+    from deepspm_bluesky.plans import autonomous_survey
+
+    location = str(catalog) if catalog is not None else default_catalog()
+    client = open_catalog(location)
+    engine = RunEngine({}, call_returns_result=False)
+    engine.subscribe(tiled_writer(client))
+    engine.subscribe(SurveyProgress())
+    (uid,) = engine(autonomous_survey(stm, max_images=images, mode=mode))
+    return uid, location
+
+
+def _print_where(uid: str, location: str) -> None:
+    typer.echo(f"run {uid}")
+    typer.echo(f"data in {location}")
+    typer.echo("read it back in Python:")
+    typer.echo("  from deepspm_bluesky.data import open_catalog; "
+               f"run = open_catalog({location!r})[{uid!r}]")
+    typer.echo('  run["primary"]["stm_image"][0], run["primary"].base["internal"].read()')
+
+
+@app.command()
+def demo(
+    images: Annotated[int, typer.Option(min=1, help="Images to take.")] = 50,
+    catalog: CatalogOption = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated STM.")] = 0,
+) -> None:
+    """Survey a simulated STM and store every image and decision in Tiled."""
+    from deepspm_bluesky.devices import simulated_stm
+
+    uid, location = _run_survey(simulated_stm(seed=seed), catalog, images=images,
+                                mode="operational")
+    _print_where(uid, location)
+
+
+@app.command()
+def survey(
+    backend: Annotated[BackendName, typer.Option(help="Instrument backend.")] = BackendName.sim,
+    host: Annotated[str, typer.Option(help="Instrument server host.")] = "127.0.0.1",
+    port: Annotated[int | None, typer.Option(help="Instrument server port.")] = None,
+    images: Annotated[int, typer.Option(min=1, help="Images to take.")] = 100,
+    mode: Annotated[str, typer.Option(help="operational | training")] = "operational",
+    catalog: CatalogOption = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated STM.")] = 0,
+) -> None:
+    """Run an autonomous survey on the simulator or a real instrument."""
+    stm = _make_stm(backend, seed=seed, host=host, port=port)
+    uid, location = _run_survey(stm, catalog, images=images, mode=mode)
+    _print_where(uid, location)
+
+
+def install_profile() -> Path:
+    """Copy the shipped `profile_deepspm` startup files into IPython's profile directory."""
+    from IPython.paths import get_ipython_dir
+
+    target = Path(get_ipython_dir()) / "profile_deepspm" / "startup"
+    target.mkdir(parents=True, exist_ok=True)
+    startup = resources.files("deepspm_bluesky.profiles").joinpath("profile_deepspm", "startup")
+    for entry in startup.iterdir():
+        if entry.name.endswith(".py"):
+            (target / entry.name).write_text(entry.read_text())
+    return target.parent
+
+
+@app.command()
+def ipython(catalog: CatalogOption = None) -> None:
+    """Start IPython with the deepspm profile: RE, stm, catalog, autonomous_survey."""
+    profile_dir = install_profile()
+    env = dict(os.environ)
+    if catalog is not None:
+        env["DEEPSPM_CATALOG"] = str(catalog)
+    command = [sys.executable, "-m", "IPython", f"--profile-dir={profile_dir}"]
+    raise typer.Exit(subprocess.call(command, env=env))
+
+
+@app.command()
+def serve(
+    catalog: CatalogOption = None,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="TILED_SINGLE_USER_API_KEY", help="API key (random if unset)."),
+    ] = None,
+) -> None:
+    """Serve the catalog over HTTP with Tiled (same files as the embedded mode)."""
+    from deepspm_bluesky.data import default_catalog, serve_catalog
+
+    key = api_key or secrets.token_hex(16)
+    location = str(catalog) if catalog is not None else default_catalog()
+    typer.echo(f"serving {location} at http://{host}:{port}  api key: {key}")
+    serve_catalog(location, host=host, port=port, api_key=key)
+
+
+@app.command()
+def export(
+    run: Annotated[str, typer.Argument(help="Run uid, or 'latest'.")],
+    out: Annotated[Path, typer.Option(help="Folder to write into.")] = Path("."),
+    catalog: CatalogOption = None,
+) -> None:
+    """Write a run's images (.npy) and its tables (.csv) to a folder."""
+    from deepspm_bluesky.data import open_catalog
+    from deepspm_bluesky.export import export_run
+
+    client = open_catalog(catalog)
+    try:
+        node = client[-1] if run == "latest" else client[run]
+    except (KeyError, IndexError):
+        raise typer.BadParameter(f"no run {run!r} in the catalog") from None
+    for path in export_run(node, out):
+        typer.echo(f"wrote {path}")
+
+
+@app.command()
+def bench(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="bench_* modules (default: all).")
+    ] = None,
+) -> None:
+    """Run the benchmarks of a source checkout; each prints ratios against its reference."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / "__main__.py").is_file():
+        raise typer.BadParameter(f"no benchmarks/ beside the package in {root}: needs a checkout")
+    command = [sys.executable, "-m", "benchmarks", *(names or [])]
+    raise typer.Exit(subprocess.call(command, cwd=root))

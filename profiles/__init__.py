@@ -1,0 +1,1 @@
+"""IPython profiles shipped with the package (`deepspm-bluesky ipython` installs and starts one)."""

@@ -1,0 +1,74 @@
+"""The command line and the IPython profile, run as a user would, in subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+BIN = Path(sys.executable).parent
+
+
+def run(args: list[str], **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **env})
+
+
+def read_back(catalog: Path) -> str:
+    """A new process opens the catalog and prints what the last run holds."""
+    code = (
+        "from deepspm_bluesky.data import open_catalog\n"
+        f"run = open_catalog({str(catalog)!r})[-1]\n"
+        "images = run['primary']['stm_image']\n"
+        "print(len(open_catalog(%r)), images.shape, images.dtype)\n" % str(catalog)
+    )
+    result = run([sys.executable, "-c", code])
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_demo_writes_a_run_that_another_process_reads_back(tmp_path):
+    catalog = tmp_path / "cat"
+    result = run([str(BIN / "deepspm-bluesky"), "demo", "--images", "20", "--catalog",
+                  str(catalog), "--seed", "3"])
+    assert result.returncode == 0, result.stderr
+    assert "open_catalog(" in result.stdout and str(catalog) in result.stdout
+    assert read_back(catalog) == "1 (20, 64, 64) float32"
+
+
+def test_export_writes_the_images_and_tables_of_a_run(tmp_path):
+    catalog, out = tmp_path / "cat", tmp_path / "out"
+    cli = str(BIN / "deepspm-bluesky")
+    assert run([cli, "demo", "--images", "4", "--catalog", str(catalog)]).returncode == 0
+    result = run([cli, "export", "latest", "--catalog", str(catalog), "--out", str(out)])
+    assert result.returncode == 0, result.stderr
+    (images,) = out.glob("*_primary_stm_image.npy")
+    assert np.load(images).shape == (4, 64, 64)
+    assert len(list(out.glob("*_primary.csv"))) == 1
+
+
+def test_export_of_an_unknown_run_names_it(tmp_path):
+    result = run([str(BIN / "deepspm-bluesky"), "export", "no-such-run", "--catalog",
+                  str(tmp_path / "cat")])
+    assert result.returncode != 0
+    assert "no-such-run" in result.stderr
+
+
+def test_the_ipython_profile_binds_a_survey_that_runs_as_typed(tmp_path):
+    catalog = tmp_path / "cat"
+    ipython_dir = tmp_path / "ipython"
+    install = "from deepspm_bluesky.cli import install_profile; print(install_profile())"
+    result = run([sys.executable, "-c", install], IPYTHONDIR=str(ipython_dir))
+    profile_dir = result.stdout.strip()
+    assert Path(profile_dir, "startup", "00-deepspm.py").is_file()
+    result = run(
+        [sys.executable, "-m", "IPython", f"--profile-dir={profile_dir}", "--no-banner", "-c",
+         "RE(autonomous_survey(max_images=3)); print('RUNS', len(catalog), stm.name)"],
+        IPYTHONDIR=str(ipython_dir), DEEPSPM_CATALOG=str(catalog),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "RUNS 1 stm" in result.stdout
+    assert read_back(catalog) == "1 (3, 64, 64) float32"

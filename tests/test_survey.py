@@ -1,0 +1,128 @@
+"""The survey plan on the simulated STM: messages, streams, decisions, modes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from bluesky.plans import count
+
+from deepspm_bluesky.callbacks import SurveyProgress
+from deepspm_bluesky.data import open_catalog, tiled_writer
+from deepspm_bluesky.devices import STM, simulated_stm
+from deepspm_bluesky.plans import autonomous_survey
+from deepspm_bluesky.sim import SimulatedMicroscope
+
+
+def always(p_good: float):
+    return lambda image: p_good
+
+
+def events(documents, stream: str) -> list[dict]:
+    descriptors = {d["uid"] for n, d in documents if n == "descriptor" and d["name"] == stream}
+    return [d for n, d in documents if n == "event" and d["descriptor"] in descriptors]
+
+
+def test_the_plan_opens_one_run_and_saves_one_primary_event_per_image(RE, stm):
+    messages = []
+    RE.msg_hook = messages.append
+    RE(autonomous_survey(stm, max_images=3))
+    commands = [m.command for m in messages]
+    assert commands[0] == "open_run" and commands[-1] == "close_run"
+    assert commands.count("open_run") == 1
+    creates = [m.kwargs.get("name") for m in messages if m.command == "create"]
+    assert creates == ["primary"] * 3
+    assert commands.count("trigger") == 3
+
+
+def test_each_primary_event_carries_image_position_and_verdict(RE, documents, stm):
+    RE(autonomous_survey(stm, max_images=5))
+    primary = events(documents, "primary")
+    assert len(primary) == 5
+    data = primary[0]["data"]
+    assert np.asarray(data["stm_image"]).shape == (64, 64)
+    assert {"stm_scanner_x_nm", "stm_scanner_y_nm", "verdict", "check", "p_good"} <= set(data)
+    positions = {(e["data"]["stm_scanner_x_nm"], e["data"]["stm_scanner_y_nm"]) for e in primary}
+    assert len(positions) == 5, "every image is taken at a new place"
+
+
+def test_a_survey_lands_in_the_catalog_with_float32_images(RE, stm, catalog_dir):
+    client = open_catalog(catalog_dir)
+    RE.subscribe(tiled_writer(client))
+    RE(autonomous_survey(stm, max_images=12, md={"sample": "Ag(100)"}))
+    run = client[-1]
+    images = run["primary"]["stm_image"]
+    assert images.shape == (12, 64, 64)
+    assert images.dtype == np.float32
+    assert run.metadata["start"]["sample"] == "Ag(100)"
+    assert run.metadata["stop"]["num_events"]["primary"] == 12
+    table = run["primary"].base["internal"].read(["verdict"])
+    assert set(table["verdict"]) <= {"good", "bad", "crash", "no_contact", "debris"}
+
+
+def test_operational_mode_conditions_only_after_ten_bad_images(RE, documents, stm):
+    RE(autonomous_survey(stm, max_images=12, classifier=always(0.1)))
+    actions = events(documents, "actions")
+    primary = events(documents, "primary")
+    bad_before = [e["seq_num"] for e in primary if e["data"]["verdict"] == "bad"]
+    assert len(bad_before) >= 10
+    assert 1 <= len(actions) <= 3
+    assert actions[0]["data"]["reason"] == "bad tip"
+    assert actions[0]["time"] > primary[9]["time"]
+
+
+def test_training_mode_damages_a_good_tip_with_five_reset_actions(RE, documents, stm):
+    RE(autonomous_survey(stm, max_images=1, mode="training", classifier=always(0.99)))
+    actions = events(documents, "actions")
+    assert [a["data"]["reason"] for a in actions] == ["reset"] * 5
+    reset_names = {a.name for a in stm.actions if a.reset}
+    assert {a["data"]["action"] for a in actions} <= reset_names
+
+
+def test_a_crashed_tip_is_cleaned_and_the_survey_goes_on(RE, documents):
+    stm = simulated_stm(seed=1, tip_state="crashed")
+    RE(autonomous_survey(stm, max_images=3))
+    primary = events(documents, "primary")
+    assert [e["data"]["check"] for e in primary][:2] == ["crash", "ok"]
+    assert len(primary) == 3
+    assert events(documents, "actions")[0]["data"]["action"] == "clean"
+
+
+class UncleanableMicroscope(SimulatedMicroscope):
+    """A microscope whose tip stays crashed whatever the cleaning does."""
+
+    def tip_clean(self, x_m: float, y_m: float) -> bool:
+        return True
+
+
+def test_a_second_crash_in_a_row_ends_the_run_cleanly(RE, documents):
+    stm = STM(backend=UncleanableMicroscope(seed=1, tip_state="crashed"), name="stm")
+    RE(autonomous_survey(stm, max_images=20))
+    assert len(events(documents, "primary")) == 2
+    stop = [d for n, d in documents if n == "stop"][0]
+    assert stop["exit_status"] == "success"
+
+
+def test_lost_contact_is_recovered_by_an_approach(RE, documents):
+    stm = simulated_stm(seed=1, tip_state="no_contact")
+    RE(autonomous_survey(stm, max_images=2))
+    primary = events(documents, "primary")
+    assert [e["data"]["check"] for e in primary] == ["no_contact", "ok"]
+    assert events(documents, "actions")[0]["data"]["action"] == "approach"
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"mode": "dreaming"}, "mode must be one of"), ({"max_images": 0}, "max_images")],
+)
+def test_bad_plan_arguments_are_refused_with_a_clear_error(stm, options, message):
+    with pytest.raises(ValueError, match=message):
+        next(autonomous_survey(stm, **options))
+
+
+def test_the_progress_bar_counts_primary_images_of_any_plan(RE, stm):
+    progress = SurveyProgress(disable=True)
+    RE.subscribe(progress)
+    RE(autonomous_survey(stm, max_images=4))
+    assert sum(progress.verdicts.values()) == 4
+    RE(count([stm], 3))
+    assert not progress.verdicts, "a plan without verdicts counts none"
