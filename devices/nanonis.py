@@ -1,0 +1,339 @@
+"""Backend for Nanonis controllers over TCP, on the official `nanonis-spm` package.
+
+`nanonis_spm.Nanonis` builds and parses the messages; this module gives it a socket that reads
+exactly the announced bytes within a deadline, re-opens the connection with bounded retries,
+checks every error section, and converts the backend's calls into Nanonis commands (all in
+SI units: m, V, A, s; Nanonis timeouts in ms).
+
+Mapping of the backend calls (commands from the Nanonis TCP programming interface):
+
+- ``scan``: Scan.BufferSet (pixels, once per size), Scan.FrameSet, Scan.Action (start),
+  Scan.WaitEndOfScan, Scan.FrameDataGrab of the Z channel (forward).
+- ``condition``: FolMe.XYPosSet to the spot, then Bias.Pulse (pulse) or TipShaper.PropsSet
+  + TipShaper.Start (dip); a stall sends nothing.
+- ``tip_clean``: a tip-shaper dip of `clean_dip_m` (10 nm by default) at the spot.
+- ``approach``: AutoApproach.Open, AutoApproach.OnOffSet(1), poll AutoApproach.OnOffGet,
+  ZCtrl.OnOffSet(1); ``withdraw``: ZCtrl.Withdraw.
+- ``move_area``: withdraw, Motor.StartMove (Y+, `coarse_steps`), approach; reports 0 crashes
+  (the controller cannot tell).
+- ``scan_range_m``/``z_range_m``: Piezo.RangeGet; ``set_bias``: Bias.Set;
+  ``set_setpoint``: ZCtrl.SetpntSet.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+from nanonis_spm import Nanonis
+
+from deepspm_bluesky.actions import Action
+
+from .labview import InstrumentError, MalformedReply, TCPConnection, call_with_retries
+from .stm import STM
+
+T = TypeVar("T")
+
+# Seconds allowed for each kind of operation (a scan or an approach takes minutes).
+DEFAULT_TIMEOUTS_S = {
+    "command": 10.0, "scan": 900.0, "condition": 120.0, "approach": 900.0,
+    "move_area": 3600.0,
+}
+SLACK_S = 2.0  # the socket waits this much longer than the controller-side timeouts
+Z_CHANNEL = 14  # signal slot of Z in the scan buffer on most installations
+DIRECTION_Y_PLUS = 2
+SCAN_START, SCAN_STOP, SCAN_UP = 0, 1, 1
+FORWARD = 1
+ON, OFF = 1, 0
+HOLD_Z, ABSOLUTE = 1, 2
+TIP_SHAPER_SETTLE_S = 0.05
+
+
+class LibrarySocket:
+    """The socket `nanonis_spm.Nanonis` is given: exact reads, deadlines, lazy reconnects.
+
+    The library calls ``send``, ``recv(n)`` (expecting n bytes; ``recv(0)`` when done) and
+    ``settimeout`` (it sets 1000 s after every reply; ignored: `deadline` rules instead).
+    """
+
+    def __init__(self, connection: TCPConnection) -> None:
+        self.connection = connection
+        self.deadline = math.inf
+        self.command = "nanonis"
+
+    def send(self, data: bytes) -> int:
+        self.command = data[:32].rstrip(b"\0").decode("ascii", errors="replace")
+        self.connection.sendall(bytes(data), self.deadline, self.command)
+        return len(data)
+
+    def recv(self, n: int) -> bytes:
+        return self.connection.recv_exactly(n, self.deadline, self.command) if n > 0 else b""
+
+    def settimeout(self, timeout: float | None) -> None:
+        """Ignored: the library's 1000 s would override the per-operation deadline."""
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+class NanonisBackend:
+    """The STM backend calls as Nanonis TCP commands.
+
+    Parameters
+    ----------
+    host, port
+        The Nanonis TCP interface (enable it under System > Options > TCP Programming
+        Interface; 6501 is its first port).
+    z_channel
+        Signal slot of Z (m) in the scan buffer.
+    timeouts_s
+        Per operation kind (``command``, ``scan``, ``condition``, ``approach``,
+        ``move_area``), merged over `DEFAULT_TIMEOUTS_S`.
+    retries, retry_delay_s
+        Re-connections after a network error, and the pause before each.
+    coarse_steps
+        Motor steps of one move to a fresh approach area.
+    clean_dip_m
+        Tip-shaper depth (negative, m) of the heavy cleaning after a crash.
+    approach_poll_s
+        Interval between checks of a running auto-approach.
+    connect_timeout_s
+        Limit on opening a connection.
+    """
+
+    def __init__(self, host: str, port: int, *, z_channel: int = Z_CHANNEL,
+                 timeouts_s: dict[str, float] | None = None, retries: int = 3,
+                 retry_delay_s: float = 1.0, coarse_steps: int = 200,
+                 clean_dip_m: float = -10e-9, approach_poll_s: float = 0.5,
+                 connect_timeout_s: float = 5.0) -> None:
+        unknown = set(timeouts_s or {}) - set(DEFAULT_TIMEOUTS_S)
+        if unknown:
+            raise ValueError(f"unknown operation kinds {sorted(unknown)}; known: "
+                             f"{sorted(DEFAULT_TIMEOUTS_S)}")
+        if clean_dip_m >= 0:
+            raise ValueError(f"clean_dip_m must be negative (towards the sample), got "
+                             f"{clean_dip_m}")
+        self.timeouts_s = {**DEFAULT_TIMEOUTS_S, **(timeouts_s or {})}
+        self.z_channel, self.coarse_steps, self.clean_dip_m = z_channel, coarse_steps, clean_dip_m
+        self.retries, self.retry_delay_s = retries, retry_delay_s
+        self.approach_poll_s = approach_poll_s
+        self.connection = TCPConnection(host, port, connect_timeout_s=connect_timeout_s)
+        self._socket = LibrarySocket(self.connection)
+        self.nanonis = Nanonis(self._socket)
+        self._pixels: int | None = None
+
+    def close(self) -> None:
+        self.connection.close()
+
+    # -- backend interface ---------------------------------------------------------------
+    def scan(self, x_m: float, y_m: float, size_m: float, pixels: int) -> np.ndarray:
+        """A (pixels, pixels) float32 image of Z in metres; never a partial one."""
+        def work(timeout_s: float) -> np.ndarray:
+            self._set_pixels(pixels)
+            self.call("Scan_FrameSet", x_m, y_m, size_m, size_m, 0.0)
+            self.call("Scan_Action", SCAN_START, SCAN_UP)
+            timed_out = self.call("Scan_WaitEndOfScan", _ms(timeout_s))[0]
+            if timed_out:
+                self.call("Scan_Action", SCAN_STOP, SCAN_UP)
+                raise TimeoutError(f"Scan.WaitEndOfScan: no end of scan within {timeout_s} s")
+            return self._grab_z(pixels)
+
+        label = f"scan of {pixels} px, {size_m} m at ({x_m}, {y_m}) m"
+        return self._operation(label, "scan", work)
+
+    def condition(self, action: Action, x_m: float, y_m: float) -> None:
+        """Pulse (Bias.Pulse) or dip (tip shaper) at (x, y); a stall sends nothing."""
+        if action.kind == "stall":
+            return
+
+        def work(timeout_s: float) -> None:
+            self.call("FolMe_XYPosSet", x_m, y_m, ON)
+            if action.kind == "pulse":
+                self.call("Bias_Pulse", ON, action.duration_s, action.bias_v, HOLD_Z, ABSOLUTE)
+            else:
+                self._tip_shaper(action.dip_nm * 1e-9, action.bias_v, action.duration_s,
+                                 timeout_s)
+
+        self._operation(f"{action.kind} {action.name!r} at ({x_m}, {y_m}) m", "condition", work)
+
+    def tip_clean(self, x_m: float, y_m: float) -> bool:
+        def work(timeout_s: float) -> bool:
+            self.call("FolMe_XYPosSet", x_m, y_m, ON)
+            self._tip_shaper(self.clean_dip_m, 0.02, 0.5, timeout_s)
+            return True
+
+        return self._operation(f"tip clean at ({x_m}, {y_m}) m", "condition", work)
+
+    def approach(self) -> None:
+        self._operation("auto-approach", "approach", self._approach)
+
+    def withdraw(self) -> None:
+        self._operation("withdraw", "command", self._withdraw)
+
+    def move_area(self) -> int:
+        def work(timeout_s: float) -> int:
+            self._withdraw(timeout_s)
+            self.call("Motor_StartMove", DIRECTION_Y_PLUS, self.coarse_steps, 0, ON)
+            self._approach(timeout_s)
+            return 0
+
+        return self._operation("coarse move to a new approach area", "move_area", work)
+
+    def scan_range_m(self) -> float:
+        return self._piezo_range()[0]
+
+    def z_range_m(self) -> float:
+        return self._piezo_range()[2]
+
+    def set_bias(self, bias_v: float) -> None:
+        self._operation(f"bias {bias_v} V", "command",
+                        lambda _: self.call("Bias_Set", float(bias_v)))
+
+    def set_setpoint(self, current_a: float) -> None:
+        self._operation(f"setpoint {current_a} A", "command",
+                        lambda _: self.call("ZCtrl_SetpntSet", float(current_a)))
+
+    # -- commands ------------------------------------------------------------------------
+    def call(self, method: str, *args: Any) -> list:
+        """Run one `nanonis_spm.Nanonis` method; its return values, or a clear error."""
+        command = method.replace("_", ".", 1)
+        try:
+            result = getattr(self.nanonis, method)(*args)
+        except (struct.error, IndexError, UnicodeDecodeError, ValueError) as exc:
+            raise MalformedReply(f"{command}: the reply could not be decoded ({exc})") from None
+        if not result:
+            raise MalformedReply(f"{command}: the reply was for another command")
+        error, _, values = result
+        if error:
+            raise InstrumentError(f"{command}{args}: the controller reported {error!r}")
+        return values
+
+    def _operation(self, label: str, kind: str, work: Callable[[float], T]) -> T:
+        """Run `work(timeout_s)` under the deadline of `kind`, retrying network errors."""
+        timeout_s = self.timeouts_s[kind]
+
+        def attempt() -> T:
+            if not self.connection.is_open:
+                self._pixels = None  # the controller may have been restarted
+            self.connection.discard_stale()
+            self._socket.deadline = time.monotonic() + timeout_s + SLACK_S
+            return work(timeout_s)
+
+        return call_with_retries(label, attempt, connection=self.connection,
+                                 retries=self.retries, delay_s=self.retry_delay_s)
+
+    def _piezo_range(self) -> tuple[float, float, float]:
+        x, y, z = self._operation("piezo range", "command", lambda _: self.call("Piezo_RangeGet"))
+        if not all(math.isfinite(v) and v > 0 for v in (x, y, z)):
+            raise MalformedReply(f"Piezo.RangeGet: ranges must be positive, got {(x, y, z)}")
+        return _float32_value(x), _float32_value(y), _float32_value(z)
+
+    def _set_pixels(self, pixels: int) -> None:
+        if self._pixels == pixels:
+            return
+        _, channels, _, _ = self.call("Scan_BufferGet")
+        slots = [int(c[0]) for c in channels]
+        if self.z_channel not in slots:
+            slots.append(self.z_channel)
+        self.call("Scan_BufferSet", slots, int(pixels), int(pixels))
+        _, _, got_pixels, got_lines = self.call("Scan_BufferGet")
+        if (got_pixels, got_lines) != (pixels, pixels):
+            raise InstrumentError(f"Scan.BufferSet: asked for {pixels} x {pixels} px, the "
+                                  f"controller set {got_pixels} x {got_lines} (Nanonis rounds "
+                                  "pixels to a multiple of 16)")
+        self._pixels = pixels
+
+    def _grab_z(self, pixels: int) -> np.ndarray:
+        """Scan.FrameDataGrab of Z, forward; the float32 array is decoded with numpy."""
+        body = self.nanonis.send("Scan.FrameDataGrab", [self.z_channel, FORWARD], ["I", "I"])
+        if isinstance(body, list):  # the library's answer to a reply naming another command
+            raise MalformedReply("Scan.FrameDataGrab: the reply was for another command")
+        name, image = decode_frame(bytes(body))
+        if not name.startswith("Z"):
+            raise InstrumentError(f"Scan.FrameDataGrab: channel {self.z_channel} is {name!r}, "
+                                  "not Z; pass z_channel=<its signal slot>")
+        if image.shape != (pixels, pixels):
+            raise MalformedReply(f"Scan.FrameDataGrab: wrong size: {image.shape[0]} x "
+                                 f"{image.shape[1]} for a {pixels} x {pixels} scan")
+        bad = np.count_nonzero(~np.isfinite(image))
+        if bad:
+            raise MalformedReply(f"Scan.FrameDataGrab: NaN image: {bad} of {image.size} pixels "
+                                 "are not finite (a partial scan); not recorded")
+        return image
+
+    def _tip_shaper(self, dip_m: float, bias_v: float, duration_s: float,
+                    timeout_s: float) -> None:
+        """Ramp the tip `dip_m` towards the sample at `bias_v`, then back; feedback restored."""
+        imaging_bias_v = self.call("Bias_Get")[0]
+        self.call("TipShaper_PropsSet", TIP_SHAPER_SETTLE_S, ON, bias_v, dip_m, duration_s,
+                  imaging_bias_v, TIP_SHAPER_SETTLE_S, -dip_m, duration_s,
+                  TIP_SHAPER_SETTLE_S, ON)
+        self.call("TipShaper_Start", ON, _ms(timeout_s))
+
+    def _approach(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        self.call("AutoApproach_Open")
+        self.call("AutoApproach_OnOffSet", ON)
+        while self.call("AutoApproach_OnOffGet")[0]:
+            if time.monotonic() > deadline:
+                self.call("AutoApproach_OnOffSet", OFF)
+                raise TimeoutError(f"auto-approach still running after {timeout_s} s")
+            time.sleep(self.approach_poll_s)
+        self.call("ZCtrl_OnOffSet", ON)
+
+    def _withdraw(self, timeout_s: float) -> None:
+        self.call("ZCtrl_Withdraw", ON, _ms(timeout_s))
+
+
+def decode_frame(body: bytes) -> tuple[str, np.ndarray]:
+    """(channel name, float32 image) from a Scan.FrameDataGrab response body.
+
+    Raises `InstrumentError` for a filled error section and `MalformedReply` when the
+    sizes announced in the body do not add up to its length.
+    """
+    try:
+        (name_size,) = struct.unpack_from(">i", body, 0)
+        name = body[4:4 + name_size].decode("utf-8", errors="replace")
+        offset = 4 + name_size
+        rows, cols = struct.unpack_from(">ii", body, offset)
+        offset += 8
+        if rows < 0 or cols < 0 or offset + 4 * rows * cols + 12 > len(body):
+            raise ValueError(f"{rows} x {cols} floats do not fit in {len(body)} bytes")
+        image = np.frombuffer(body, ">f4", rows * cols, offset).reshape(rows, cols)
+        offset += 4 * rows * cols + 4  # past the data and the scan direction
+        status, error_size = struct.unpack_from(">Ii", body, offset)
+    except (struct.error, ValueError) as exc:
+        raise MalformedReply(f"Scan.FrameDataGrab: malformed body of {len(body)} bytes "
+                             f"({exc}): {body[:40]!r}") from None
+    error = body[offset + 8:offset + 8 + max(error_size, 0)].decode("utf-8", errors="replace")
+    if status or error:
+        raise InstrumentError(f"Scan.FrameDataGrab: the controller reported {error!r}")
+    return name, image.astype(np.float32)
+
+
+def _float32_value(value: float) -> float:
+    """A float32 from the wire as the decimal it stands for (8.4999999e-07 -> 8.5e-07)."""
+    return float(f"{float(value):.7g}")
+
+
+def _ms(seconds: float) -> int:
+    return int(round(seconds * 1000))
+
+
+def nanonis_stm(host: str, port: int, name: str = "stm", **options: Any) -> STM:
+    """An `STM` driving a Nanonis controller's TCP interface at (host, port).
+
+    Parameters
+    ----------
+    host, port
+        The controller's TCP programming interface.
+    name
+        Name of the Ophyd device.
+    **options
+        Passed to `NanonisBackend` (``z_channel``, ``timeouts_s``, ``retries``, ...).
+    """
+    return STM(backend=NanonisBackend(host, port, **options), name=name)
