@@ -101,6 +101,9 @@ class NanonisBackend:
         Tip-shaper depth (negative, m) of the heavy cleaning after a crash.
     approach_poll_s
         Interval between checks of a running auto-approach.
+    slack_s
+        How much longer than an operation's timeout the socket waits for a reply (the
+        controller enforces the timeouts of waiting commands itself).
     connect_timeout_s
         Limit on opening a connection.
     """
@@ -109,7 +112,7 @@ class NanonisBackend:
                  timeouts_s: dict[str, float] | None = None, retries: int = 3,
                  retry_delay_s: float = 1.0, coarse_steps: int = 200,
                  clean_dip_m: float = -10e-9, approach_poll_s: float = 0.5,
-                 connect_timeout_s: float = 5.0) -> None:
+                 slack_s: float = SLACK_S, connect_timeout_s: float = 5.0) -> None:
         unknown = set(timeouts_s or {}) - set(DEFAULT_TIMEOUTS_S)
         if unknown:
             raise ValueError(f"unknown operation kinds {sorted(unknown)}; known: "
@@ -120,7 +123,7 @@ class NanonisBackend:
         self.timeouts_s = {**DEFAULT_TIMEOUTS_S, **(timeouts_s or {})}
         self.z_channel, self.coarse_steps, self.clean_dip_m = z_channel, coarse_steps, clean_dip_m
         self.retries, self.retry_delay_s = retries, retry_delay_s
-        self.approach_poll_s = approach_poll_s
+        self.approach_poll_s, self.slack_s = approach_poll_s, slack_s
         self.connection = TCPConnection(host, port, connect_timeout_s=connect_timeout_s)
         self._socket = LibrarySocket(self.connection)
         self.nanonis = Nanonis(self._socket)
@@ -220,7 +223,7 @@ class NanonisBackend:
             if not self.connection.is_open:
                 self._pixels = None  # the controller may have been restarted
             self.connection.discard_stale()
-            self._socket.deadline = time.monotonic() + timeout_s + SLACK_S
+            self._socket.deadline = time.monotonic() + timeout_s + self.slack_s
             return work(timeout_s)
 
         return call_with_retries(label, attempt, connection=self.connection,
