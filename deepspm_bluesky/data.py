@@ -66,8 +66,9 @@ def serve_catalog(directory: str | os.PathLike, *, host: str = "127.0.0.1", port
     """Serve a catalog directory over HTTP (blocks); clients need `api_key`."""
     import uvicorn
 
-    if not api_key:
-        raise ValueError("a served catalog needs a non-empty API key")
+    if not api_key or not api_key.isalnum():
+        raise ValueError("the API key must be non-empty and only letters and digits "
+                         "(Tiled's rule: it may travel in a URL)")
     app = build_app(catalog_adapter(directory), Authentication(single_user_api_key=api_key))
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
