@@ -235,10 +235,8 @@ class LabVIEWBackend:
 
     def tip_clean(self, x_m: float, y_m: float) -> bool:
         request = f"tipclean({wire.format_nano(x_m)},{wire.format_nano(y_m)})"
-        reply = self._text(request, done=lambda text: text.strip() in ("0", "1")).strip()
-        if reply not in ("0", "1"):
-            raise MalformedReply(f"{request}: expected '1' or '0', got {reply[:80]!r}")
-        return reply == "1"
+        return self._text(request, done=lambda text: text.strip() in ("0", "1"),
+                          parse=_clean_result)
 
     def approach(self) -> None:
         self._text("approach(f)")
@@ -247,13 +245,8 @@ class LabVIEWBackend:
         self._text("withdraw()")
 
     def move_area(self) -> int:
-        request = "movearea(y+)"
-        reply = self._text(request, done=lambda text: wire.MOVEAREA_REPLY.search(text) is not None)
-        match = wire.MOVEAREA_REPLY.search(reply)
-        if match is None:
-            raise MalformedReply(f"{request}: expected 'Approach area changed with N crashes', "
-                                 f"got {reply[:80]!r}")
-        return int(match.group(1))
+        return self._text("movearea(y+)", done=lambda text: bool(wire.MOVEAREA_REPLY.search(text)),
+                          parse=_crash_count)
 
     def scan_range_m(self) -> float:
         return self._getparam("Range")
@@ -281,27 +274,23 @@ class LabVIEWBackend:
         return call_with_retries(request, attempt, connection=self.connection,
                                  retries=self.retries, delay_s=self.retry_delay_s)
 
-    def _text(self, request: str, done: Callable[[str], bool] | None = None) -> str:
-        """Send a request answered by text; ``error...`` replies raise `InstrumentError`."""
-        reply = self._request(request, lambda deadline: self._read_text(request, deadline, done))
-        if reply.lstrip().lower().startswith("error"):
-            raise InstrumentError(f"{request}: the server replied {reply[:200]!r}")
-        return reply
+    def _text(self, request: str, *, done: Callable[[str], bool] | None = None,
+              parse: Callable[[str, str], T] | None = None) -> T | str:
+        """Send a request answered by text and `parse(request, text)` it.
+
+        A reply starting with ``error`` raises `InstrumentError`; a reply `parse` cannot
+        read raises `MalformedReply`; both close the connection.
+        """
+        def read(deadline: float) -> T | str:
+            reply = self._read_text(request, deadline, done)
+            if reply.lstrip().lower().startswith("error"):
+                raise InstrumentError(f"{request}: the server replied {reply[:200]!r}")
+            return parse(request, reply) if parse is not None else reply
+
+        return self._request(request, read)
 
     def _getparam(self, name: str) -> float:
-        request = f"getparam({name})"
-        reply = self._text(request)
-        label, _, value = reply.strip().partition(":")
-        try:
-            if label != name:
-                raise ValueError
-            number = wire.parse_number(value)
-        except ValueError:
-            raise MalformedReply(f"{request}: expected '{name}:<metres>', got "
-                                 f"{reply[:80]!r}") from None
-        if not math.isfinite(number) or number <= 0:
-            raise MalformedReply(f"{request}: {name} must be a positive length, got {reply!r}")
-        return number
+        return self._text(f"getparam({name})", parse=_parameter_value)
 
     # -- replies ---------------------------------------------------------------------------
     def _read_image(self, request: str, deadline: float, pixels: int) -> np.ndarray:
@@ -343,6 +332,35 @@ class LabVIEWBackend:
             return data.decode("ascii")
         except UnicodeDecodeError:
             raise MalformedReply(f"{request}: the reply is not ASCII text: {data[:80]!r}") from None
+
+
+def _clean_result(request: str, reply: str) -> bool:
+    if reply.strip() not in ("0", "1"):
+        raise MalformedReply(f"{request}: expected '1' or '0', got {reply[:80]!r}")
+    return reply.strip() == "1"
+
+
+def _crash_count(request: str, reply: str) -> int:
+    match = wire.MOVEAREA_REPLY.search(reply)
+    if match is None:
+        raise MalformedReply(f"{request}: expected 'Approach area changed with N crashes', "
+                             f"got {reply[:80]!r}")
+    return int(match.group(1))
+
+
+def _parameter_value(request: str, reply: str) -> float:
+    """The metres of a ``<name>:<metres>`` reply to ``getparam(<name>)``."""
+    name = request[len("getparam("):-1]
+    label, _, value = reply.strip().partition(":")
+    try:
+        if label != name:
+            raise ValueError
+        number = wire.parse_number(value)
+    except ValueError:
+        raise MalformedReply(f"{request}: expected '{name}:<metres>', got {reply[:80]!r}") from None
+    if not math.isfinite(number) or number <= 0:
+        raise MalformedReply(f"{request}: {name} must be a positive length, got {reply!r}")
+    return number
 
 
 def labview_stm(host: str, port: int, name: str = "stm", **options: Any) -> STM:
