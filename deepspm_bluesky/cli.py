@@ -38,18 +38,19 @@ def _make_stm(backend: BackendName, *, seed: int, host: str, port: int | None):
     return getattr(devices, factory)(host, port)
 
 
-def _run_survey(stm, catalog: Path | None, *, images: int, mode: str) -> tuple[str, str]:
+def _run_survey(stm, catalog: Path | None, *, images: int, mode: str,
+                backend: BackendName) -> tuple[str, str]:
     """Run `autonomous_survey` with a progress bar into the catalog; return (uid, location)."""
     from bluesky import RunEngine
 
     from deepspm_bluesky.callbacks import SurveyProgress
-    from deepspm_bluesky.data import default_catalog, open_catalog, tiled_writer
+    from deepspm_bluesky.data import batch_size_for, default_catalog, open_catalog, tiled_writer
     from deepspm_bluesky.plans import autonomous_survey
 
     location = str(catalog) if catalog is not None else default_catalog()
     client = open_catalog(location)
     engine = RunEngine({}, call_returns_result=False)
-    engine.subscribe(tiled_writer(client))
+    engine.subscribe(tiled_writer(client, batch_size=batch_size_for(backend.value)))
     engine.subscribe(SurveyProgress())
     (uid,) = engine(autonomous_survey(stm, max_images=images, mode=mode))
     return uid, location
@@ -74,7 +75,7 @@ def demo(
     from deepspm_bluesky.devices import simulated_stm
 
     uid, location = _run_survey(simulated_stm(seed=seed), catalog, images=images,
-                                mode="operational")
+                                mode="operational", backend=BackendName.sim)
     _print_where(uid, location)
 
 
@@ -90,7 +91,7 @@ def survey(
 ) -> None:
     """Run an autonomous survey on the simulator or a real instrument."""
     stm = _make_stm(backend, seed=seed, host=host, port=port)
-    uid, location = _run_survey(stm, catalog, images=images, mode=mode)
+    uid, location = _run_survey(stm, catalog, images=images, mode=mode, backend=backend)
     _print_where(uid, location)
 
 

@@ -15,7 +15,8 @@ from tiled.config import Authentication
 from tiled.server.app import build_app
 
 ENV_VAR = "DEEPSPM_CATALOG"
-WRITE_BATCH = 10  # events per flush: ~100 ev/s into an embedded catalog (see stack notes)
+SIM_WRITE_BATCH = 10  # events per flush for the simulator: ~100 ev/s into an embedded catalog
+INSTRUMENT_WRITE_BATCH = 1  # a flush (~75 ms) is small beside a real scan: show each image now
 # The root is a catalog of Bluesky runs, so the client offers catalog[-1], scan ids, search.
 ROOT_SPECS = [{"name": "CatalogOfBlueskyRuns", "version": "3.0"}]
 
@@ -73,6 +74,15 @@ def serve_catalog(directory: str | os.PathLike, *, host: str = "127.0.0.1", port
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
-def tiled_writer(client, *, batch_size: int = WRITE_BATCH) -> TiledWriter:
-    """A bluesky-tiled-plugins `TiledWriter` that streams runs into `client`."""
+def batch_size_for(backend: str) -> int:
+    """Events per flush for a backend name: batched for `sim`, one by one for instruments."""
+    return SIM_WRITE_BATCH if backend == "sim" else INSTRUMENT_WRITE_BATCH
+
+
+def tiled_writer(client, *, batch_size: int = SIM_WRITE_BATCH) -> TiledWriter:
+    """A bluesky-tiled-plugins `TiledWriter` that streams runs into `client`.
+
+    Events are written `batch_size` at a time (and all at the end of a run); see
+    `batch_size_for`: a real microscope writes each image as it lands.
+    """
     return TiledWriter(client, batch_size=batch_size)

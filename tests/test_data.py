@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import bluesky.plan_stubs as bps
 import pytest
 
-from deepspm_bluesky.data import ENV_VAR, default_catalog, open_catalog
+from deepspm_bluesky.data import (
+    ENV_VAR,
+    batch_size_for,
+    default_catalog,
+    open_catalog,
+    tiled_writer,
+)
 
 
 def test_the_environment_variable_names_the_default_catalog(monkeypatch, tmp_path):
@@ -28,3 +35,23 @@ def test_a_file_in_place_of_the_catalog_directory_is_a_clear_error(tmp_path):
     (tmp_path / "file").write_text("not a catalog")
     with pytest.raises(NotADirectoryError, match="is a file"):
         open_catalog(tmp_path / "file")
+
+
+@pytest.mark.parametrize(("backend", "visible"), [("labview", 2), ("sim", 0)])
+def test_instrument_images_are_readable_while_the_run_goes_on(RE, stm, tmp_path, backend,
+                                                              visible):
+    client = open_catalog(tmp_path / "cat")
+    RE.subscribe(tiled_writer(client, batch_size=batch_size_for(backend)))
+    seen = []
+
+    def plan():
+        uid = yield from bps.open_run()
+        for _ in range(2):
+            yield from bps.trigger_and_read([stm])
+        stream = client[uid]["primary"]
+        seen.append(len(stream["stm_image"]) if "stm_image" in stream else 0)
+        yield from bps.close_run()
+
+    RE(plan())
+    assert seen == [visible]
+    assert client[-1]["primary"]["stm_image"].shape == (2, 64, 64)

@@ -13,12 +13,7 @@ from bluesky import RunEngine
 
 from deepspm_bluesky import devices, plans
 from deepspm_bluesky.callbacks import SurveyProgress
-from deepspm_bluesky.data import open_catalog, tiled_writer
-
-catalog = open_catalog()
-RE = RunEngine({})
-RE.subscribe(tiled_writer(catalog))
-RE.subscribe(SurveyProgress())
+from deepspm_bluesky.data import batch_size_for, open_catalog, tiled_writer
 
 _backend = os.environ.get("DEEPSPM_BACKEND", "sim")
 if _backend == "sim":
@@ -26,6 +21,11 @@ if _backend == "sim":
 else:
     _factory = {"labview": "labview_stm", "nanonis": "nanonis_stm"}[_backend]
     stm = getattr(devices, _factory)(os.environ["DEEPSPM_HOST"], int(os.environ["DEEPSPM_PORT"]))
+
+catalog = open_catalog()
+RE = RunEngine({})
+RE.subscribe(tiled_writer(catalog, batch_size=batch_size_for(_backend)))
+RE.subscribe(SurveyProgress())
 
 
 def autonomous_survey(**options):
