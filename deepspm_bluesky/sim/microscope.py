@@ -2,35 +2,41 @@
 
 `SimulatedMicroscope` speaks the backend interface of `deepspm_bluesky.devices` (SI units:
 metres, volts, seconds), so the Ophyd `STM` device drives it exactly as it drives hardware.
+
+The model keeps its own instrument clock (`time_s`): scans, actions and approaches advance
+it, and drift, creep and the slow ageing of the tip follow it. With ``realtime > 0`` a call
+also takes that long in wall time (times the factor), through the injected `sleep`/`clock`.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
 import numpy as np
-from scipy import ndimage
 
 from ..actions import Action
+from . import render
+from .conditioning import apply_action, reformed_tip, strength
+from .render import Motion
 from .sample import Sample
-from .tip import STATES, Tip, random_tip
+from .tip import STATES, Tip, degraded, random_tip
 
-AREA_SIZE_M = 850e-9  # fine piezo range +-425 nm
+AREA_SIZE_M = 850e-9  # fine piezo range +-425 nm (Krull et al. 2020, Methods)
 Z_RANGE_M = 1.0e-6
-CRASHED_HEIGHT_M = 0.4 * Z_RANGE_M
-WHITE_NOISE_M = 2e-12
-LINE_NOISE_M = 3e-12
+CRASHED_HEIGHT_M = Z_RANGE_M / 2  # stuck in the sample: z piezo fully extended, flat image
+WORKING_Z_M = 0.3 * Z_RANGE_M  # after an approach the z piezo sits at ~80 % extension
+SETTLE_S = 120.0  # wait after an approach for drift and creep (Krull et al. 2020)
 MAX_TILT = 0.03
-DEGRADE_PER_SCAN = 0.002
-# Probability that an action re-forms the apex, by kind and size, and that a re-formed apex
-# comes out good. Small pulses rarely change anything; deep dips almost always re-form it.
-CHANGE_PROBABILITY = {"stall": 0.0, "pulse": 0.08, "dip": 0.25}
-CHANGE_PER_UNIT = {"pulse": 0.06, "dip": 0.12}  # per volt, per nm of dip
-GOOD_AFTER_CHANGE = 0.3
-BAD_STATES = ("double", "blunt", "unstable", "contaminated")
-DIP_CRASH_PER_NM = 0.005
-DEBRIS_PER_DIP_NM = 0.4e-9  # debris radius grows with dip depth
+MAX_UNSHEARED_PX = 0.2  # lateral drift within a frame below this is not drawn
+DEGRADE_PER_SCAN = 0.002  # hazard of a spontaneous tip change per scan ...
+DEGRADE_TIME_S = 4 * 3600.0  # ... plus one per this much scanning time
+DEBRIS_PICKUP = 0.05  # extra hazard when the frame holds a cluster taller than:
+DEBRIS_PICKUP_HEIGHT_M = 0.5e-9
+PULSE_DEPOSIT = 0.5  # chance that a pulse which re-forms the apex leaves a cluster
+CRASHES_PER_COARSE_MOVE = 0.05  # Poisson mean of crashes during a coarse move
+GOOD_AFTER_TIP_CLEAN = 0.2
 
 
 class SimulatedMicroscope:
@@ -44,8 +50,24 @@ class SimulatedMicroscope:
         Initial tip state, one of `deepspm_bluesky.sim.tip.STATES`.
     realtime
         0 scans instantly; 1 takes as long as a real scan at `scan_speed_m_s` would.
-    sleep
-        Injectable sleep, so that tests of the realtime mode need not wait.
+    scan_speed_m_s
+        Tip speed along a scan line (forward and backward trace per line).
+    sleep, clock
+        Injectable sleep and monotonic clock, so that tests of the realtime mode need not wait.
+    settle_s
+        Instrument time an approach takes, waiting for creep to settle.
+
+    Notes
+    -----
+    After `scan` returns, `tip` is the tip that took the image, so ``tip.state`` and
+    ``tip.is_good`` label it. `last_outcome` names what the last `condition` did (one of
+    `deepspm_bluesky.sim.conditioning.OUTCOMES`).
+
+    Examples
+    --------
+    >>> m = SimulatedMicroscope(seed=3, tip_state="double")
+    >>> m.scan(0.0, 0.0, 10e-9, 64).shape, m.tip.state
+    ((64, 64), 'double')
     """
 
     def __init__(
@@ -56,21 +78,30 @@ class SimulatedMicroscope:
         realtime: float = 0.0,
         scan_speed_m_s: float = 80e-9,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        settle_s: float = SETTLE_S,
     ) -> None:
         if tip_state not in STATES:
             raise ValueError(f"unknown tip state {tip_state!r}; known: {STATES}")
-        if realtime < 0:
+        if not realtime >= 0:
             raise ValueError(f"realtime factor must be >= 0, got {realtime}")
         self.seed = seed
-        self.rng = np.random.default_rng(seed)
+        # Separate streams, so that the tip's history does not move the frame or its noise.
+        self.rng = np.random.default_rng(seed)  # tip, actions, sample changes
+        self._noise_rng = np.random.default_rng([seed, 1])
+        self._motion_rng = np.random.default_rng([seed, 2])
         self.realtime = realtime
-        self.scan_speed_m_s = scan_speed_m_s
-        self._sleep = sleep
+        self.set_scan_speed(scan_speed_m_s)
+        self._sleep, self._clock = sleep, clock
+        self.settle_s = settle_s
+        self.time_s = 0.0
         self.tip: Tip = random_tip(self.rng, tip_state)
         self.bias_v = 1.0
         self.setpoint_a = 25e-12
         self.area_index = 0
+        self.last_outcome = "none"
         self._new_area()
+        self._settle(wait=False)
 
     # -- backend interface -------------------------------------------------------------
     def scan_range_m(self) -> float:
@@ -78,65 +109,120 @@ class SimulatedMicroscope:
         return AREA_SIZE_M
 
     def z_range_m(self) -> float:
+        """Full range of the z piezo; a retracted tip reads -z_range / 2."""
         return Z_RANGE_M
 
     def set_bias(self, bias_v: float) -> None:
+        """Set the imaging bias (stored; the image does not depend on it yet)."""
         self.bias_v = bias_v
 
     def set_setpoint(self, current_a: float) -> None:
+        """Set the current setpoint (stored; the image does not depend on it yet)."""
         self.setpoint_a = current_a
 
+    def set_scan_speed(self, speed_m_s: float) -> None:
+        """Set the tip speed along a line (optional backend call)."""
+        if not (math.isfinite(speed_m_s) and speed_m_s > 0):
+            raise ValueError(f"scan speed must be a positive number, got {speed_m_s}")
+        self.scan_speed_m_s = speed_m_s
+
     def scan(self, x_m: float, y_m: float, size_m: float, pixels: int) -> np.ndarray:
-        """Image of `pixels` x `pixels` heights (float32, metres) centred at (x, y)."""
-        self._wait(2 * pixels * size_m / self.scan_speed_m_s)
-        image = self._render(x_m, y_m, size_m, pixels)
-        if self.tip.in_contact and not self.tip.crashed and self.rng.random() < DEGRADE_PER_SCAN:
-            self.tip = random_tip(self.rng, self.rng.choice(BAD_STATES))
+        """Image of `pixels` x `pixels` heights (float32, metres) centred at (x, y).
+
+        The tip may first age (a spontaneous change, more likely over clusters); the image
+        is then taken with the tip as it is after the call.
+        """
+        _check_frame(x_m, y_m, size_m, pixels)
+        started = self._clock()
+        duration = 2 * pixels * size_m / self.scan_speed_m_s
+        self._age_tip(duration, x_m, y_m, size_m)
+        image = self._render(x_m, y_m, size_m, int(pixels))
+        self.time_s += duration
+        self._wait(duration, started)
         return image.astype(np.float32)
 
     def condition(self, action: Action, x_m: float, y_m: float) -> None:
-        """Apply a conditioning action at (x, y); the tip may change, dips leave debris."""
-        self._wait(action.duration_s)
-        if action.kind == "stall" or self.tip.crashed or not self.tip.in_contact:
-            return
-        size = abs(action.bias_v) if action.kind == "pulse" else abs(action.dip_nm)
-        p_change = CHANGE_PROBABILITY[action.kind] + CHANGE_PER_UNIT[action.kind] * size
-        if action.kind == "dip":
-            self.sample.debris.add(x_m, y_m, 0.3e-9 * size, DEBRIS_PER_DIP_NM * size)
-            if self.rng.random() < DIP_CRASH_PER_NM * size:
-                self.tip = self.tip.evolve(crashed=True)
-                return
-        if self.rng.random() < min(p_change, 0.95):
-            good = self.rng.random() < GOOD_AFTER_CHANGE
-            self.tip = random_tip(self.rng, "good" if good else self.rng.choice(BAD_STATES))
+        """Apply a conditioning action at (x, y); the tip may change, dips leave a crater.
+
+        The outcome probabilities are those of `deepspm_bluesky.sim.conditioning`.
+        """
+        started = self._clock()
+        in_contact = self.tip.in_contact and not self.tip.crashed
+        self.tip, self.last_outcome = apply_action(self.tip, action, self.rng)
+        x_true, y_true = np.array([x_m, y_m]) + self.motion.lateral([self.time_s])[0]
+        if in_contact and action.kind == "dip":
+            self.sample.add_dip_mark(self.rng, x_true, y_true, action.dip_nm * 1e-9)
+        if action.kind == "pulse" and self.last_outcome == "reform":
+            if self.rng.random() < PULSE_DEPOSIT:
+                height = (0.3e-9 + 0.7e-9 * strength(action)) * self.rng.uniform(0.7, 1.3)
+                self.sample.add_cluster(self.rng, x_true, y_true, height)
+        self.time_s += action.duration_s
+        self._wait(action.duration_s, started)
 
     def tip_clean(self, x_m: float, y_m: float) -> bool:
-        """Heavy cleaning after a crash: the tip comes back in contact, usually still bad."""
-        self.tip = random_tip(self.rng, self.rng.choice(("good",) + BAD_STATES))
+        """Heavy cleaning after a crash at (x, y): a deep crater, a re-formed apex in contact."""
+        self.sample.add_dip_mark(self.rng, x_m, y_m, 5e-9)
+        self.tip = reformed_tip(self.rng, GOOD_AFTER_TIP_CLEAN)
+        self._settle()
         return True
 
     def approach(self) -> None:
-        self.tip = self.tip.evolve(in_contact=True)
+        """Re-approach and wait for creep; a crashed tip stays crashed (needs `tip_clean`)."""
+        if not self.tip.crashed:
+            self.tip = self.tip.evolve(in_contact=True)
+        self._settle()
 
     def withdraw(self) -> None:
+        """Retract the tip to the end of the z range."""
         self.tip = self.tip.evolve(in_contact=False)
 
     def move_area(self) -> int:
-        """Coarse move to a fresh approach area; returns the number of crashes on the way."""
+        """Coarse move to a fresh approach area; returns the number of crashes on the way.
+
+        A crash on the way re-forms the apex (usually badly); the tip ends approached.
+        """
         self.area_index += 1
         self._new_area()
-        return 0
+        crashes = int(self.rng.poisson(CRASHES_PER_COARSE_MOVE))
+        if crashes:
+            self.tip = reformed_tip(self.rng, 0.1)
+        if not self.tip.crashed:
+            self.tip = self.tip.evolve(in_contact=True)
+        self._settle()
+        return crashes
 
     # -- internals ---------------------------------------------------------------------
     def _new_area(self) -> None:
-        area_rng = np.random.default_rng([self.seed, self.area_index])
+        area_rng = np.random.default_rng([self.seed, 0, self.area_index])
         self.sample = Sample.random(area_rng, AREA_SIZE_M)
         self.tilt = area_rng.uniform(-MAX_TILT, MAX_TILT, 2)
-        self.z_offset_m = area_rng.uniform(-50e-9, 50e-9)
 
-    def _wait(self, real_seconds: float) -> None:
+    def _settle(self, wait: bool = True) -> None:
+        """A fresh approach: new drift and creep, piezo near its working extension."""
+        started = self._clock()
+        self.motion = Motion.random(self._motion_rng, self.time_s)
+        self.z_offset_m = WORKING_Z_M + self._motion_rng.uniform(-20e-9, 20e-9)
+        self.time_s += self.settle_s
+        if wait:
+            self._wait(self.settle_s, started)
+
+    def _wait(self, instrument_s: float, started: float) -> None:
+        """Sleep until `instrument_s` x realtime has passed since `started` (clock time)."""
         if self.realtime > 0:
-            self._sleep(real_seconds * self.realtime)
+            remaining = instrument_s * self.realtime - (self._clock() - started)
+            if remaining > 0:
+                self._sleep(remaining)
+
+    def _age_tip(self, duration_s: float, x_m: float, y_m: float, size_m: float) -> None:
+        if self.tip.crashed or not self.tip.in_contact:
+            return
+        hazard = DEGRADE_PER_SCAN + duration_s / DEGRADE_TIME_S
+        debris = self.sample.debris
+        near = debris.near(x_m - size_m / 2, x_m + size_m / 2, y_m - size_m / 2, y_m + size_m / 2)
+        if np.any(debris.height[near] > DEBRIS_PICKUP_HEIGHT_M):
+            hazard += DEBRIS_PICKUP
+        if self.rng.random() < 1 - math.exp(-hazard):
+            self.tip = degraded(self.tip, self.rng)
 
     def _render(self, x_m: float, y_m: float, size_m: float, pixels: int) -> np.ndarray:
         tip = self.tip
@@ -144,20 +230,29 @@ class SimulatedMicroscope:
             return np.full((pixels, pixels), CRASHED_HEIGHT_M)
         if not tip.in_contact:
             return np.full((pixels, pixels), -Z_RANGE_M / 2)
-        offsets = (np.arange(pixels) - (pixels - 1) / 2) * (size_m / pixels)
-        gx, gy = x_m + offsets, y_m + offsets
-        topo = np.max(
-            [self.sample.heights(gx - dx, gy - dy) - dz for dx, dy, dz in tip.apexes], axis=0
-        )
-        sigma_px = tip.blur_m / (size_m / pixels)
-        if sigma_px > 0.3:
-            topo = ndimage.gaussian_filter(topo, sigma_px, mode="nearest")
-        topo *= 1 + tip.contrast
-        X, Y = np.meshgrid(gx, gy)
-        image = topo + self.tilt[0] * X + self.tilt[1] * Y + self.z_offset_m
-        image += self.rng.normal(0, WHITE_NOISE_M, image.shape)
-        image += self.rng.normal(0, LINE_NOISE_M, (pixels, 1))
-        if tip.instability:
-            jumps = self.rng.random(pixels) < tip.instability
-            image[jumps] += self.rng.normal(0, 1e-10, (jumps.sum(), 1))
+        pitch = size_m / pixels
+        line_s = 2 * size_m / self.scan_speed_m_s
+        t_rows = self.time_s + (np.arange(pixels) + 0.5) * line_s
+        offsets = (np.arange(pixels) - (pixels - 1) / 2) * pitch
+        drift = self.motion.lateral(t_rows)
+        shift_px = (drift[:, 0] - drift[0, 0]) / pitch
+        pad = int(np.ceil(np.abs(shift_px).max())) + 1 if np.ptp(shift_px) > MAX_UNSHEARED_PX else 0
+        gx = x_m + drift[0, 0] + (np.arange(-pad, pixels + pad) - (pixels - 1) / 2) * pitch
+        gy = y_m + offsets + drift[:, 1]
+        image = render.topography(self.sample, tip, gx, gy)
+        if pad:
+            image = render.sheared(image, shift_px, pad)
+        image += self.tilt[0] * (x_m + offsets)[None, :] + self.tilt[1] * gy[:, None]
+        image += (self.z_offset_m + self.motion.z(t_rows))[:, None]
+        image += render.noise(self._noise_rng, pixels, pixels, line_s)
+        image += render.instability(self._noise_rng, tip.instability, pixels, pixels)
         return image
+
+
+def _check_frame(x_m: float, y_m: float, size_m: float, pixels: int) -> None:
+    if not all(math.isfinite(v) for v in (x_m, y_m, size_m)):
+        raise ValueError(f"scan frame ({x_m}, {y_m}, {size_m}) has a non-finite value")
+    if size_m <= 0:
+        raise ValueError(f"scan size must be positive, got {size_m} m")
+    if int(pixels) != pixels or pixels < 2:
+        raise ValueError(f"pixels must be an integer >= 2, got {pixels}")

@@ -1,0 +1,133 @@
+"""Image formation: the sample seen through the tip, the scanner's motion, and noise.
+
+All functions are vectorised over pixels; the only loops run over the tip's few apexes.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+from .sample import Sample
+from .tip import Tip
+
+WHITE_NOISE_M = 2e-12
+FLICKER_NOISE_M = 3e-12  # rms of the 1/f noise of the z signal, over one frame
+LINE_NOISE_M = 3e-12  # rms offset between scan lines
+MAINS_NOISE_M = 1e-12
+MAINS_HZ = 50.0
+JUMP_M = 1e-10  # rms tip-height jump of an unstable tip
+STREAK_M = 1.5e-10
+STREAK_FILL = 0.25  # fraction of a streaky line's pixels that spike
+
+
+def topography(sample: Sample, tip: Tip, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+    """Constant-current topography: the upper envelope over the tip's protrusions.
+
+    Protrusion i at (dx, dy, dz) sees the sample at (x + dx, y + dy); the tip must rise until
+    the last of them clears the surface, so the image is max_i(h(x + dx_i, y + dy_i) - dz_i).
+    A second protrusion thus prints a ghost of each feature taller than its retraction dz.
+    """
+    gain = 1.0 + tip.contrast
+    images = (sample.heights(gx + dx, gy + dy, blur_m=tip.blur_m, adsorbate_gain=gain) - dz
+              for dx, dy, dz in tip.apexes)
+    out = next(images)
+    for image in images:
+        np.maximum(out, image, out=out)
+    return out
+
+
+def sheared(image: np.ndarray, shift_px: np.ndarray, pad: int) -> np.ndarray:
+    """Rows shifted by `shift_px` (fractional pixels), cut from an image padded by `pad` columns.
+
+    Linear interpolation with one gather; models lateral drift during a frame.
+    """
+    rows, cols = image.shape[0], image.shape[1] - 2 * pad
+    pos = np.arange(cols)[None, :] + pad + shift_px[:, None]
+    left = np.clip(np.floor(pos).astype(int), 0, image.shape[1] - 2)
+    frac = pos - left
+    r = np.arange(rows)[:, None]
+    return image[r, left] * (1 - frac) + image[r, left + 1] * frac
+
+
+@functools.lru_cache(maxsize=16)
+def _noise_amplitudes(n: int) -> np.ndarray:
+    """Spectral amplitudes whose inverse rFFT has white and 1/f parts of the set rms.
+
+    With coefficients A_k (a + ib), a, b ~ N(0, 1), `irfft` gives a variance of
+    (A_0^2 + 4 sum_{0<k<n/2} A_k^2 + A_{n/2}^2) / n^2; each part is scaled to its rms.
+    """
+    k = np.maximum(np.arange(n // 2 + 1), 1).astype(float)
+    flicker = FLICKER_NOISE_M**2 * n * n / (1 + 4 * np.sum(1 / k[1:-1]) + 1 / k[-1]) / k
+    white = WHITE_NOISE_M**2 * n * n / (2 * n - 2)
+    return np.sqrt(flicker + white)
+
+
+def noise(rng: np.random.Generator, rows: int, cols: int, line_s: float) -> np.ndarray:
+    """White and 1/f noise (one time series over the raster), line offsets and mains hum (m).
+
+    White and 1/f noise come from one inverse FFT of a spectrum sqrt(a/f + b), so the z
+    signal wanders across lines as a real one does; the mains hum is separable in (row, col).
+    """
+    n = rows * cols
+    half = n // 2 + 1
+    draws = rng.standard_normal(2 * half + rows)
+    spectrum = (draws[:half] + 1j * draws[half:2 * half]) * _noise_amplitudes(n)
+    out = np.fft.irfft(spectrum, n).reshape(rows, cols)
+    out += LINE_NOISE_M * draws[2 * half:, None]
+    phase_rows = 2 * np.pi * MAINS_HZ * np.arange(rows) * line_s + rng.uniform(0, 2 * np.pi)
+    phase_cols = 2 * np.pi * MAINS_HZ * np.arange(cols) * line_s / (2 * cols)
+    out += MAINS_NOISE_M * (np.outer(np.sin(phase_rows), np.cos(phase_cols))
+                            + np.outer(np.cos(phase_rows), np.sin(phase_cols)))
+    return out
+
+
+def instability(rng: np.random.Generator, level: float, rows: int, cols: int) -> np.ndarray | float:
+    """Artefacts of an unstable tip: height jumps that persist (often mid-line) and streaks.
+
+    Each line jumps with probability `level` at a random pixel, the new height holding until
+    the next jump; each line also streaks with probability `level` (spikes on a quarter of
+    its pixels). Returns 0.0 for a stable tip.
+    """
+    if level <= 0:
+        return 0.0
+    hit = rng.random((2, rows)) < level
+    jumps, streaks = np.flatnonzero(hit[0]), np.flatnonzero(hit[1])
+    out = np.zeros((rows, cols))
+    steps = out.reshape(-1).copy()
+    steps[jumps * cols + rng.integers(0, cols, jumps.size)] = rng.normal(0, JUMP_M, jumps.size)
+    out += np.cumsum(steps).reshape(rows, cols)
+    spikes = rng.random((streaks.size, cols)) < STREAK_FILL
+    out[streaks] += spikes * np.abs(rng.normal(0, STREAK_M, (streaks.size, cols)))
+    return out
+
+
+@dataclass(frozen=True)
+class Motion:
+    """Lateral drift and piezo creep after an approach (SI units, times in seconds).
+
+    The tip's true position is the commanded one plus `lateral(t)`; the z signal carries an
+    extra `z(t)`, both relaxing with `tau_s` after the approach at `approached_at_s`.
+    """
+
+    approached_at_s: float
+    drift_m_s: np.ndarray
+    creep_m: np.ndarray
+    creep_z_m: float
+    tau_s: float
+
+    @classmethod
+    def random(cls, rng: np.random.Generator, approached_at_s: float) -> Motion:
+        return cls(approached_at_s, rng.normal(0, 1e-12, 2), rng.normal(0, 5e-9, 2),
+                   rng.uniform(5e-9, 20e-9), 40.0)
+
+    def lateral(self, t_s: np.ndarray) -> np.ndarray:
+        """(n, 2) offsets of the true tip position at times `t_s`."""
+        dt = np.asarray(t_s)[:, None] - self.approached_at_s
+        return self.drift_m_s * dt + self.creep_m * (1 - np.exp(-dt / self.tau_s))
+
+    def z(self, t_s: np.ndarray) -> np.ndarray:
+        """Creep of the z piezo at times `t_s` (decays to zero)."""
+        return self.creep_z_m * np.exp(-(np.asarray(t_s) - self.approached_at_s) / self.tau_s)
