@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from bluesky.plans import count
+from bluesky.utils import FailedStatus
 
 from deepspm_bluesky.callbacks import SurveyProgress
 from deepspm_bluesky.data import open_catalog, tiled_writer
@@ -126,3 +127,29 @@ def test_the_progress_bar_counts_primary_images_of_any_plan(RE, stm):
     assert sum(progress.verdicts.values()) == 4
     RE(count([stm], 3))
     assert not progress.verdicts, "a plan without verdicts counts none"
+
+
+class FailingMicroscope(SimulatedMicroscope):
+    """A microscope whose controller stops answering after `scans_left` scans."""
+
+    def __init__(self, scans_left: int, **options) -> None:
+        super().__init__(**options)
+        self.scans_left = scans_left
+
+    def scan(self, x_m, y_m, size_m, pixels):
+        if self.scans_left == 0:
+            raise ConnectionError("controller stopped answering")
+        self.scans_left -= 1
+        return super().scan(x_m, y_m, size_m, pixels)
+
+
+def test_a_failing_instrument_leaves_the_run_closed_with_its_images_stored(RE, catalog_dir):
+    client = open_catalog(catalog_dir)
+    RE.subscribe(tiled_writer(client))
+    stm = STM(backend=FailingMicroscope(4, seed=2), name="stm")
+    with pytest.raises(FailedStatus) as failure:
+        RE(autonomous_survey(stm, max_images=20))
+    assert "stopped answering" in str(failure.value.__cause__)
+    run = client[-1]
+    assert run.metadata["stop"]["exit_status"] == "fail"
+    assert run["primary"]["stm_image"].shape == (4, 64, 64)
