@@ -220,8 +220,6 @@ class NanonisBackend:
         timeout_s = self.timeouts_s[kind]
 
         def attempt() -> T:
-            if not self.connection.is_open:
-                self._pixels = None  # the controller may have been restarted
             self.connection.discard_stale()
             self._socket.deadline = time.monotonic() + timeout_s + self.slack_s
             return work(timeout_s)
@@ -236,6 +234,11 @@ class NanonisBackend:
         return _float32_value(x), _float32_value(y), _float32_value(z)
 
     def _set_pixels(self, pixels: int) -> None:
+        """Set the scan buffer to `pixels` x `pixels` unless it already is.
+
+        The buffer lives in the controller and survives reconnections, so it is set once
+        per size; a frame of another size is still caught when it is grabbed.
+        """
         if self._pixels == pixels:
             return
         _, channels, _, _ = self.call("Scan_BufferGet")
