@@ -169,3 +169,18 @@ def bench(
         raise typer.BadParameter(f"no benchmarks/ beside the package in {root}: needs a checkout")
     command = [sys.executable, "-m", "benchmarks", *(names or [])]
     raise typer.Exit(subprocess.call(command, cwd=root))
+
+
+@app.command("labview-server")
+def labview_server(
+    port: Annotated[int, typer.Option(help="TCP port (DeepSPM's default is 50008).")] = 50008,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated STM.")] = 0,
+    host: Annotated[str, typer.Option(help="Address to bind (local only by default).")] = (
+        "127.0.0.1"
+    ),
+) -> None:
+    """Serve the simulated STM over the DeepSPM LabVIEW protocol until Ctrl-C."""
+    from deepspm_bluesky.servers.labview import serve_labview
+
+    typer.echo(f"DeepSPM LabVIEW protocol server (simulator, seed {seed}) on {host}:{port}")
+    serve_labview(port=port, seed=seed, host=host)

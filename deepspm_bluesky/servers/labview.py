@@ -167,7 +167,7 @@ def serve_labview(port: int = wire.DEFAULT_PORT, seed: int = 0,
                   host: str = "127.0.0.1") -> None:
     """Serve a `SimulatedMicroscope(seed=seed)` on (host, port) until interrupted."""
     server = LabVIEWServer(SimulatedMicroscope(seed=seed), host, port)
-    log.warning("DeepSPM LabVIEW protocol server (simulator, seed %d) on %s:%d", seed,
+    log.info("DeepSPM LabVIEW protocol server (simulator, seed %d) on %s:%d", seed,
                 *server.address)
     try:
         server.serve_forever()

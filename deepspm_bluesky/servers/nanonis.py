@@ -281,7 +281,7 @@ class NanonisServer(SingleClientServer):
 def serve_nanonis(port: int = 6501, seed: int = 0, host: str = "127.0.0.1") -> None:
     """Serve a fake Nanonis controller on a `SimulatedMicroscope(seed=seed)` until interrupted."""
     server = NanonisServer(SimulatedMicroscope(seed=seed), host, port)
-    log.warning("fake Nanonis TCP server (simulator, seed %d) on %s:%d", seed, *server.address)
+    log.info("fake Nanonis TCP server (simulator, seed %d) on %s:%d", seed, *server.address)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
