@@ -1,7 +1,8 @@
 """The few calls an STM controller must offer; everything hardware-specific sits behind them.
 
 All quantities are SI (metres, volts, amperes, seconds). Implementations: the simulator
-(`deepspm_bluesky.sim.SimulatedMicroscope`) and the network backends.
+(`deepspm_bluesky.sim.SimulatedMicroscope`) and the network backends. Optional extras
+(`ScanSpeedControl`) are separate protocols, so adding one never breaks a backend.
 """
 
 from __future__ import annotations
@@ -46,3 +47,15 @@ class Backend(Protocol):
 
     def set_setpoint(self, current_a: float) -> None:
         """Set the tunnelling-current setpoint of the z controller."""
+
+
+@runtime_checkable
+class ScanSpeedControl(Protocol):
+    """Optional: a backend that can set the tip speed along a scan line.
+
+    Not part of `Backend`, so that controllers without it (the DeepSPM LabVIEW server) stay
+    backends; the `STM` device forwards `scanner.speed_nm_s` only to backends that have it.
+    """
+
+    def set_scan_speed(self, speed_m_s: float) -> None:
+        """Set the tip speed along a scan line in m/s."""

@@ -1,31 +1,41 @@
-"""The Ophyd `STM` device: one class for every instrument, the backend does the talking."""
+"""The Ophyd `STM` device: one class for every instrument, the backend does the talking.
+
+Units at the device are those of a person at the instrument (nm, V, A); the backend gets SI.
+Every safety limit is checked when a value is set, before any backend call: a request out of
+range raises a `ValueError` naming the signal, the value and the limits, and nothing moves.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, DeviceStatus, Signal
 
-from deepspm_bluesky.actions import ActionTable, load_actions
+from deepspm_bluesky.actions import Action, ActionTable, load_actions
 
-from .backend import Backend
+from .backend import Backend, ScanSpeedControl
 
 NM = 1e-9
 DIRECTIONS = ("x+", "x-", "y+", "y-")
+CONTACT_TOLERANCE_M = 3e-10  # DeepSPM: |mean - z reading of a retracted tip| <= 300 pm
 
 
 class LimitedSignal(Signal):
     """A soft signal that refuses values outside [low, high] before anything moves.
 
-    If `backend_call` names a backend method, a put is forwarded to the instrument.
+    If `backend_call` names a backend method, a put is forwarded to the instrument;
+    `integer` refuses fractional values.
     """
 
-    def __init__(self, *args, low: float, high: float, backend_call: str = "", **kwargs):
+    def __init__(self, *args, low: float, high: float, backend_call: str = "",
+                 integer: bool = False, **kwargs):
         self._low, self._high, self._backend_call = low, high, backend_call
+        self._integer = integer
         super().__init__(*args, **kwargs)
 
     @property
@@ -36,18 +46,41 @@ class LimitedSignal(Signal):
         self._low, self._high = low, high
 
     def check_value(self, value) -> None:
-        if not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
+        """Raise a ValueError naming the signal if `value` is not allowed."""
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+                or not math.isfinite(value):
             raise ValueError(f"{self.name}: {value!r} is not a finite number")
+        if self._integer and value != int(value):
+            raise ValueError(f"{self.name}: {value!r} is not a whole number")
         if not self._low <= value <= self._high:
             raise ValueError(
                 f"{self.name}: {value} is outside the safety limits [{self._low}, {self._high}]"
             )
 
+    def set(self, value, **kwargs):
+        """Check synchronously (so the caller gets the error), then set as a soft signal."""
+        self.check_value(value)
+        return super().set(value, **kwargs)
+
     def put(self, value, **kwargs) -> None:
         self.check_value(value)
+        self._forward(value)
+        super().put(value, **kwargs)
+
+    def _forward(self, value) -> None:
         if self._backend_call:
             getattr(self.root.backend, self._backend_call)(float(value))
-        super().put(value, **kwargs)
+
+
+class FrameSignal(LimitedSignal):
+    """A scan-frame coordinate (x, y centre or side, nm) whose frame must fit the piezo range."""
+
+    def check_value(self, value) -> None:
+        super().check_value(value)
+        try:
+            self.parent.check_frame(**{self.attr_name: float(value)})
+        except ValueError as err:
+            raise ValueError(f"{self.name}: {err}") from None
 
 
 class ImageSignal(Signal):
@@ -64,28 +97,46 @@ class ImageSignal(Signal):
 
 
 class Scanner(Device):
-    """The scan frame: centre (x, y) and side in nm within the approach area, pixels per line."""
+    """The scan frame: centre (x, y) and side in nm within the approach area, pixels per line,
+    and the tip speed along a line."""
 
-    x_nm = Cpt(LimitedSignal, value=0.0, low=-425.0, high=425.0, kind="hinted")
-    y_nm = Cpt(LimitedSignal, value=0.0, low=-425.0, high=425.0, kind="hinted")
-    size_nm = Cpt(LimitedSignal, value=10.0, low=0.1, high=850.0, kind="config")
-    pixels = Cpt(LimitedSignal, value=64, low=8, high=1024, kind="config")
+    x_nm = Cpt(FrameSignal, value=0.0, low=-425.0, high=425.0, kind="hinted")
+    y_nm = Cpt(FrameSignal, value=0.0, low=-425.0, high=425.0, kind="hinted")
+    size_nm = Cpt(FrameSignal, value=10.0, low=0.1, high=850.0, kind="config")
+    pixels = Cpt(LimitedSignal, value=64, low=8, high=1024, integer=True, kind="config")
     speed_nm_s = Cpt(LimitedSignal, value=80.0, low=0.1, high=10_000.0, kind="config")
+
+    @property
+    def half_range_nm(self) -> float:
+        """Half the side of the square the fine piezo reaches."""
+        return self.x_nm.limits[1]
+
+    def check_frame(self, *, x_nm: float | None = None, y_nm: float | None = None,
+                    size_nm: float | None = None) -> None:
+        """Raise a ValueError if the frame, with the given changes, leaves the piezo range."""
+        x = float(self.x_nm.get()) if x_nm is None else x_nm
+        y = float(self.y_nm.get()) if y_nm is None else y_nm
+        size = float(self.size_nm.get()) if size_nm is None else size_nm
+        half = self.half_range_nm
+        if max(abs(x), abs(y)) + size / 2 > half * (1 + 1e-12):
+            raise ValueError(
+                f"scan frame centred at ({x}, {y}) nm with side {size} nm leaves the piezo "
+                f"range of +-{half} nm"
+            )
 
     def frame_m(self) -> tuple[float, float, float, int]:
         """(x, y, size) in metres and pixels, checked to lie inside the piezo range."""
+        self.check_frame()
         x, y, size = (float(s.get()) for s in (self.x_nm, self.y_nm, self.size_nm))
-        half_range = self.x_nm.limits[1]
-        if max(abs(x), abs(y)) + size / 2 > half_range:
-            raise ValueError(
-                f"scan frame centred at ({x}, {y}) nm with side {size} nm leaves the piezo "
-                f"range of +-{half_range} nm"
-            )
         return x * NM, y * NM, size * NM, int(self.pixels.get())
 
 
 class ZController(Device):
-    """Tip height control: approach, withdraw, heavy cleaning; z range in nm."""
+    """Tip height control: approach, withdraw, heavy cleaning; z range in nm.
+
+    `in_contact` follows the commands and every image: a scan whose mean sits at the
+    retracted end of the z range (DeepSPM's test) clears it.
+    """
 
     z_range_nm = Cpt(Signal, value=0.0, kind="config")
     in_contact = Cpt(Signal, value=True, kind="normal")
@@ -102,7 +153,17 @@ class ZController(Device):
         if command == "withdraw":
             return stm.submit(lambda: (stm.backend.withdraw(), self.in_contact.put(False)))
         x, y, _, _ = stm.scanner.frame_m()
-        return stm.submit(lambda: _require(stm.backend.tip_clean(x, y), "tip clean failed"))
+
+        def clean() -> None:
+            _require(stm.backend.tip_clean(x, y), "tip clean failed")
+            self.in_contact.put(True)
+
+        return stm.submit(clean)
+
+    def update_contact(self, image: np.ndarray) -> None:
+        """Set `in_contact` from an image: False where it sits at the retracted z limit."""
+        retracted = -float(self.z_range_nm.get()) * NM / 2
+        self.in_contact.put(bool(abs(float(np.mean(image)) - retracted) > CONTACT_TOLERANCE_M))
 
 
 class CoarsePositioner(Device):
@@ -112,6 +173,7 @@ class CoarsePositioner(Device):
     crashes = Cpt(Signal, value=0, kind="normal")
 
     def set(self, direction: str = "y+") -> DeviceStatus:
+        """Move to the next approach area in `direction` (one of `DIRECTIONS`)."""
         if direction not in DIRECTIONS:
             raise ValueError(f"unknown coarse direction {direction!r}; known: {DIRECTIONS}")
         stm = self.root
@@ -124,15 +186,35 @@ class CoarsePositioner(Device):
 
 
 class TipConditioner(Device):
-    """Runs a named action of the action table at the scanner's centre."""
+    """Runs a named action of the action table, at the scanner's centre or at (x, y) nm.
 
-    last_action = Cpt(Signal, value="", kind="hinted")
+    ``set("dip -1.2 nm")`` acts at the scanner's centre; ``set(("dip -1.2 nm", x_nm, y_nm))``
+    at a given place in the approach area. Unknown actions, actions beyond the bias or dip
+    limits and places outside the piezo range raise before anything moves.
+    """
+
+    last_action = Cpt(Signal, value="", kind="normal")
     max_bias_v = Cpt(Signal, value=10.0, kind="config")
     max_dip_nm = Cpt(Signal, value=6.0, kind="config")
 
-    def set(self, action_name: str) -> DeviceStatus:
+    def set(self, request: str | tuple[str, float, float]) -> DeviceStatus:
         stm = self.root
-        action = stm.actions.get(action_name)
+        name, x_nm, y_nm = _action_request(request, stm.scanner)
+        action = stm.actions.get(name)
+        self.check_action(action)
+        half = stm.scanner.half_range_nm
+        if not (math.isfinite(x_nm) and math.isfinite(y_nm)) or max(abs(x_nm), abs(y_nm)) > half:
+            raise ValueError(f"action {name!r} at ({x_nm}, {y_nm}) nm is outside the piezo "
+                             f"range of +-{half} nm")
+
+        def run() -> None:
+            stm.backend.condition(action, x_nm * NM, y_nm * NM)
+            self.last_action.put(action.name)
+
+        return stm.submit(run)
+
+    def check_action(self, action: Action) -> None:
+        """Raise a ValueError if `action` exceeds the bias or dip-depth safety limit."""
         if abs(action.bias_v) > self.max_bias_v.get():
             raise ValueError(
                 f"action {action.name!r}: bias {action.bias_v} V exceeds the safety limit "
@@ -143,13 +225,18 @@ class TipConditioner(Device):
                 f"action {action.name!r}: dip {action.dip_nm} nm exceeds the safety limit "
                 f"of {self.max_dip_nm.get()} nm"
             )
-        x, y, _, _ = stm.scanner.frame_m()
 
-        def run() -> None:
-            stm.backend.condition(action, x, y)
-            self.last_action.put(action.name)
 
-        return stm.submit(run)
+def _action_request(request, scanner: Scanner) -> tuple[str, float, float]:
+    """(name, x_nm, y_nm) from a name or a (name, x_nm, y_nm) tuple."""
+    if isinstance(request, str):
+        return request, float(scanner.x_nm.get()), float(scanner.y_nm.get())
+    try:
+        name, x_nm, y_nm = request
+        return str(name), float(x_nm), float(y_nm)
+    except (TypeError, ValueError):
+        raise ValueError(f"conditioner request {request!r} is neither an action name nor "
+                         "(name, x_nm, y_nm)") from None
 
 
 class STM(Device):
@@ -160,7 +247,14 @@ class STM(Device):
     backend
         Object with the `deepspm_bluesky.devices.Backend` calls (simulator or network).
     actions
-        Conditioning action table; default: DeepSPM's.
+        Conditioning action table, or a TOML/CSV file to load one from; default: DeepSPM's.
+
+    Notes
+    -----
+    Components: `image` (hinted by shape in `describe`), `scanner` (x, y, size, pixels,
+    speed), `bias` (V), `current` setpoint (A), `zctrl` (approach/withdraw/clean, z range,
+    in-contact flag), `coarse` (approach area), `conditioner` (actions). Frame centre, area
+    and contact are read with every event; sizes, bias, setpoint and limits are configuration.
 
     Examples
     --------
@@ -180,12 +274,12 @@ class STM(Device):
     coarse = Cpt(CoarsePositioner)
     conditioner = Cpt(TipConditioner)
 
-    def __init__(self, prefix: str = "", *, backend: Backend, actions: ActionTable | None = None,
-                 **kwargs) -> None:
+    def __init__(self, prefix: str = "", *, backend: Backend,
+                 actions: ActionTable | str | Path | None = None, **kwargs) -> None:
         if not isinstance(backend, Backend):
             raise TypeError(f"{type(backend).__name__} does not implement the STM Backend calls")
         self.backend = backend
-        self.actions = actions if actions is not None else load_actions()
+        self.actions = actions if isinstance(actions, ActionTable) else load_actions(actions)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stm-backend")
         super().__init__(prefix, **kwargs)
         half_range_nm = backend.scan_range_m() / 2 / NM
@@ -193,6 +287,12 @@ class STM(Device):
             axis.set_limits(-half_range_nm, half_range_nm)
         self.scanner.size_nm.set_limits(0.1, 2 * half_range_nm)
         self.zctrl.z_range_nm.put(backend.z_range_m() / NM)
+        if isinstance(backend, ScanSpeedControl):
+            speed = self.scanner.speed_nm_s
+            current = getattr(backend, "scan_speed_m_s", None)
+            if isinstance(current, (int, float)):  # start from the instrument's own speed
+                speed.put(round(current / NM, 9))
+            speed._backend_call = "set_scan_speed"
 
     def submit(self, work: Callable[[], object]) -> DeviceStatus:
         """Run `work` on the backend thread; the status finishes (or fails) with it."""
@@ -214,7 +314,9 @@ class STM(Device):
         frame = self.scanner.frame_m()
 
         def scan() -> None:
-            self.image.put(checked_image(self.backend.scan(*frame), frame[3]))
+            image = checked_image(self.backend.scan(*frame), frame[3])
+            self.image.put(image)
+            self.zctrl.update_contact(image)
 
         return self.submit(scan)
 
@@ -238,8 +340,22 @@ def _require(ok: bool, message: str) -> None:
         raise RuntimeError(message)
 
 
-def simulated_stm(name: str = "stm", seed: int = 0, **options) -> STM:
-    """An `STM` driving a `SimulatedMicroscope(seed=seed, **options)`."""
+def simulated_stm(name: str = "stm", seed: int = 0, *,
+                  actions: ActionTable | str | Path | None = None, **options) -> STM:
+    """An `STM` driving a `SimulatedMicroscope(seed=seed, **options)`.
+
+    Parameters
+    ----------
+    name
+        Device name; the image reads as ``f"{name}_image"``.
+    seed
+        Seed of the simulator.
+    actions
+        Action table or a TOML/CSV file with one; default: DeepSPM's.
+    **options
+        `SimulatedMicroscope` options: ``tip_state``, ``realtime``, ``scan_speed_m_s``,
+        ``sleep``, ``clock``, ``settle_s``.
+    """
     from deepspm_bluesky.sim import SimulatedMicroscope
 
-    return STM(backend=SimulatedMicroscope(seed=seed, **options), name=name)
+    return STM(backend=SimulatedMicroscope(seed=seed, **options), name=name, actions=actions)

@@ -244,7 +244,7 @@ class SimulatedMicroscope:
             image = render.sheared(image, shift_px, pad)
         image += self.tilt[0] * (x_m + offsets)[None, :] + self.tilt[1] * gy[:, None]
         image += (self.z_offset_m + self.motion.z(t_rows))[:, None]
-        image += render.noise(self._noise_rng, pixels, pixels, line_s)
+        image += render.noise(self._noise_rng, pixels, pixels)
         image += render.instability(self._noise_rng, tip.instability, pixels, pixels)
         return image
 

@@ -16,8 +16,6 @@ from .tip import Tip
 WHITE_NOISE_M = 2e-12
 FLICKER_NOISE_M = 3e-12  # rms of the 1/f noise of the z signal, over one frame
 LINE_NOISE_M = 3e-12  # rms offset between scan lines
-MAINS_NOISE_M = 1e-12
-MAINS_HZ = 50.0
 JUMP_M = 1e-10  # rms tip-height jump of an unstable tip
 STREAK_M = 1.5e-10
 STREAK_FILL = 0.25  # fraction of a streaky line's pixels that spike
@@ -28,14 +26,20 @@ def topography(sample: Sample, tip: Tip, gx: np.ndarray, gy: np.ndarray) -> np.n
 
     Protrusion i at (dx, dy, dz) sees the sample at (x + dx, y + dy); the tip must rise until
     the last of them clears the surface, so the image is max_i(h(x + dx_i, y + dy_i) - dz_i).
-    A second protrusion thus prints a ghost of each feature taller than its retraction dz.
+    A second protrusion thus prints a ghost of each feature taller than its retraction dz;
+    one retracted further than the relief under it is skipped.
     """
     gain = 1.0 + tip.contrast
-    images = (sample.heights(gx + dx, gy + dy, blur_m=tip.blur_m, adsorbate_gain=gain) - dz
-              for dx, dy, dz in tip.apexes)
-    out = next(images)
-    for image in images:
-        np.maximum(out, image, out=out)
+    out = sample.heights(gx, gy, blur_m=tip.blur_m, adsorbate_gain=gain)
+    if len(tip.apexes) == 1:
+        return out
+    reach = np.abs(tip.apexes[:, :2]).max() + 4 * tip.blur_m
+    relief = sample.relief_bound_m(gx[0] - reach, gx[-1] + reach, gy[0] - reach, gy[-1] + reach,
+                                   adsorbate_gain=gain)
+    for dx, dy, dz in tip.apexes[1:]:
+        if dz < relief:
+            ghost = sample.heights(gx + dx, gy + dy, blur_m=tip.blur_m, adsorbate_gain=gain)
+            np.maximum(out, ghost - dz, out=out)
     return out
 
 
@@ -65,22 +69,18 @@ def _noise_amplitudes(n: int) -> np.ndarray:
     return np.sqrt(flicker + white)
 
 
-def noise(rng: np.random.Generator, rows: int, cols: int, line_s: float) -> np.ndarray:
-    """White and 1/f noise (one time series over the raster), line offsets and mains hum (m).
+def noise(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    """White and 1/f noise (one time series over the raster) plus line offsets, in metres.
 
     White and 1/f noise come from one inverse FFT of a spectrum sqrt(a/f + b), so the z
-    signal wanders across lines as a real one does; the mains hum is separable in (row, col).
+    signal wanders across lines as a real one does.
     """
     n = rows * cols
     half = n // 2 + 1
     draws = rng.standard_normal(2 * half + rows)
-    spectrum = (draws[:half] + 1j * draws[half:2 * half]) * _noise_amplitudes(n)
+    spectrum = draws[:2 * half].view(np.complex128) * _noise_amplitudes(n)
     out = np.fft.irfft(spectrum, n).reshape(rows, cols)
     out += LINE_NOISE_M * draws[2 * half:, None]
-    phase_rows = 2 * np.pi * MAINS_HZ * np.arange(rows) * line_s + rng.uniform(0, 2 * np.pi)
-    phase_cols = 2 * np.pi * MAINS_HZ * np.arange(cols) * line_s / (2 * cols)
-    out += MAINS_NOISE_M * (np.outer(np.sin(phase_rows), np.cos(phase_cols))
-                            + np.outer(np.cos(phase_rows), np.sin(phase_cols)))
     return out
 
 

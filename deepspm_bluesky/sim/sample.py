@@ -29,6 +29,7 @@ CENTRE_SIGMA_M = 0.25e-9
 CENTRE_HEIGHT_M = 0.3e-10
 LOBE_HEIGHTS = np.array([LOBE_HEIGHT_M] * 4 + [CENTRE_HEIGHT_M])
 LOBE_SIGMAS = np.array([LOBE_SIGMA_M] * 4 + [CENTRE_SIGMA_M])
+MOLECULE_RELIEF_M = 2 * (LOBE_HEIGHT_M + CENTRE_HEIGHT_M)  # bound, overlapping molecules
 MOLECULE_ANGLES = np.deg2rad([22.5, -22.5])  # two mirror orientations on the square lattice
 COARSE_PIXEL_M = 0.6e-9  # above this pixel size a molecule is drawn as one Gaussian
 COARSE_SIGMA_M = 0.5e-9
@@ -56,10 +57,15 @@ def gaussian_image(xy: np.ndarray, height: np.ndarray, sigma: np.ndarray, gx: np
     (gy.size, gx.size) array: one matrix product of separable factors, no loop over bumps.
     """
     var = sigma**2 + blur_m**2
-    peak = height * sigma**2 / var
-    ey = _tail_clipped_exp((gy[None, :] - xy[:, 1:2]) ** 2 / (2 * var[:, None])) * peak[:, None]
-    ex = _tail_clipped_exp((gx[None, :] - xy[:, 0:1]) ** 2 / (2 * var[:, None]))
-    return _summed_outer(ey, ex)
+    nx = gx.size
+    z = np.empty((len(var), nx + gy.size))
+    np.subtract(gx, xy[:, 0:1], out=z[:, :nx])
+    np.subtract(gy, xy[:, 1:2], out=z[:, nx:])
+    z *= z
+    z *= (-0.5 / var)[:, None]
+    np.maximum(z, -40.0, out=z)  # far tails ~1e-18, never denormal (slow) floats
+    np.exp(z, out=z)
+    return _summed_outer(z[:, nx:] * (height * sigma**2 / var)[:, None], z[:, :nx])
 
 
 def _summed_outer(ey: np.ndarray, ex: np.ndarray) -> np.ndarray:
@@ -75,11 +81,6 @@ def _summed_outer(ey: np.ndarray, ex: np.ndarray) -> np.ndarray:
     for start in range(0, len(ey), block):
         out += ey[start:start + block].T @ ex[start:start + block]
     return out
-
-
-def _tail_clipped_exp(z: np.ndarray) -> np.ndarray:
-    """exp(-z), with z capped at 40: far tails stay ~1e-18 instead of denormal (slow) floats."""
-    return np.exp(-np.minimum(z, 40.0, out=z), out=z)
 
 
 @dataclass
@@ -102,13 +103,10 @@ class Gaussians:
         x, y = self.xy[:, 0], self.xy[:, 1]
         return (x + m > x0) & (x - m < x1) & (y + m > y0) & (y - m < y1)
 
-    def image(self, gx: np.ndarray, gy: np.ndarray, blur_m: float = 0.0) -> np.ndarray | float:
-        """Heights of the bumps near the grid (0.0 when none is near)."""
-        keep = self.near(gx[0] - 4 * blur_m, gx[-1] + 4 * blur_m,
-                         gy[0] - 4 * blur_m, gy[-1] + 4 * blur_m)
-        if not keep.any():
-            return 0.0
-        return gaussian_image(self.xy[keep], self.height[keep], self.sigma[keep], gx, gy, blur_m)
+    def bumps(self, x0: float, x1: float, y0: float, y1: float):
+        """(xy, height, sigma) of the bumps that reach into the box."""
+        keep = self.near(x0, x1, y0, y1)
+        return self.xy[keep], self.height[keep], self.sigma[keep]
 
 
 @dataclass
@@ -121,11 +119,15 @@ class Molecules:
     xy: np.ndarray
     angle: np.ndarray
     lobes_xy: np.ndarray = field(init=False, repr=False)
+    lobes_height: np.ndarray = field(init=False, repr=False)
+    lobes_sigma: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         phi = self.angle[:, None] + np.arange(4) * np.pi / 2
         lobes = self.xy[:, None, :] + LOBE_DISTANCE_M * np.stack([np.cos(phi), np.sin(phi)], -1)
-        self.lobes_xy = np.concatenate([lobes, self.xy[:, None, :]], axis=1)
+        self.lobes_xy = np.concatenate([lobes, self.xy[:, None, :]], axis=1).reshape(-1, 2)
+        self.lobes_height = np.tile(LOBE_HEIGHTS, len(self.xy))
+        self.lobes_sigma = np.tile(LOBE_SIGMAS, len(self.xy))
 
     @classmethod
     def random(cls, rng: np.random.Generator, size_m: float, per_m2: float) -> Molecules:
@@ -141,18 +143,18 @@ class Molecules:
         y = self.xy[lo:hi, 1]
         return lo + np.flatnonzero((y > y0) & (y < y1))
 
-    def image(self, gx: np.ndarray, gy: np.ndarray, blur_m: float = 0.0) -> np.ndarray:
-        """Heights of the molecules on the grid: lobes, or one blob each on coarse grids."""
-        pixel = abs(gx[-1] - gx[0]) / max(gx.size - 1, 1)
-        m = 4 * max(LOBE_SIGMA_M, COARSE_SIGMA_M, blur_m) + LOBE_DISTANCE_M
-        idx = self.near(gx[0] - m, gx[-1] + m, gy[0] - m, gy[-1] + m)
-        n = idx.size
-        if pixel > COARSE_PIXEL_M:
+    def bumps(self, x0: float, x1: float, y0: float, y1: float, *, pixel_m: float):
+        """(xy, height, sigma) of the molecules in the box: five lobes each, or one blob
+        each where pixels are too coarse to resolve lobes."""
+        m = 4 * max(LOBE_SIGMA_M, COARSE_SIGMA_M) + LOBE_DISTANCE_M
+        idx = self.near(x0 - m, x1 + m, y0 - m, y1 + m)
+        if pixel_m > COARSE_PIXEL_M:
             volume = 4 * LOBE_HEIGHT_M * LOBE_SIGMA_M**2 + CENTRE_HEIGHT_M * CENTRE_SIGMA_M**2
-            return gaussian_image(self.xy[idx], np.full(n, volume / COARSE_SIGMA_M**2),
-                                  np.full(n, COARSE_SIGMA_M), gx, gy, blur_m)
-        return gaussian_image(self.lobes_xy[idx].reshape(-1, 2), np.tile(LOBE_HEIGHTS, n),
-                              np.tile(LOBE_SIGMAS, n), gx, gy, blur_m)
+            n = idx.size
+            return (self.xy[idx], np.full(n, volume / COARSE_SIGMA_M**2),
+                    np.full(n, COARSE_SIGMA_M))
+        lobes = (idx[:, None] * 5 + np.arange(5)).ravel()
+        return self.lobes_xy[lobes], self.lobes_height[lobes], self.lobes_sigma[lobes]
 
 
 @dataclass
@@ -179,20 +181,26 @@ class Steps:
             phase=rng.uniform(0, 2 * np.pi, n),
         )
 
+    def near(self, x0: float, x1: float, y0: float, y1: float, blur_m: float = 0.0):
+        """Mask of the edges that pass through the box, and the constant level of the others."""
+        width = np.hypot(STEP_WIDTH_M, blur_m)
+        centre = np.array([x0 + x1, y0 + y1]) / 2
+        reach = np.hypot(x1 - x0, y1 - y0) / 2 + self.meander_m + 8 * width
+        d_centre = self.normals @ centre - self.offsets_m
+        far = np.abs(d_centre) > reach
+        level = float(np.sum(self.signs[far] * np.sign(d_centre[far]))) * STEP_HEIGHT_M / 2
+        return ~far, level
+
     def image(self, gx: np.ndarray, gy: np.ndarray, blur_m: float = 0.0) -> np.ndarray:
         """Terrace heights on the grid, edges smoothed over sqrt(width^2 + blur^2).
 
         Edges that pass far from the frame add a constant; only near ones are evaluated.
         """
         width = np.hypot(STEP_WIDTH_M, blur_m)
-        cx, cy = (gx[0] + gx[-1]) / 2, (gy[0] + gy[-1]) / 2
-        reach = np.hypot(gx[-1] - gx[0], gy[-1] - gy[0]) / 2 + self.meander_m + 8 * width
-        d_centre = self.normals @ [cx, cy] - self.offsets_m
-        far = np.abs(d_centre) > reach
-        level = float(np.sum(self.signs[far] * np.sign(d_centre[far]))) * STEP_HEIGHT_M / 2
+        near, level = self.near(gx[0], gx[-1], gy[0], gy[-1], blur_m)
         out = np.full((gy.size, gx.size), level)
         X, Y = gx[None, :], gy[:, None]
-        for i in np.flatnonzero(~far):
+        for i in np.flatnonzero(near):
             (nx, ny), a, k = self.normals[i], self.meander_m[i], self.wavenumber[i]
             d = nx * X + ny * Y - self.offsets_m[i] - a * np.sin(k * (nx * Y - ny * X)
                                                                  + self.phase[i])
@@ -246,10 +254,29 @@ class Sample:
         adsorbate_gain
             Factor on the apparent height of molecules (tip contrast; negative inverts).
         """
-        base = self.steps.image(gx, gy, blur_m) + self._lattice(gx, gy, blur_m)
-        if adsorbate_gain:
-            base += adsorbate_gain * self.molecules.image(gx, gy, blur_m)
-        return base + self.debris.image(gx, gy, blur_m)
+        out = self.steps.image(gx, gy, blur_m)
+        out += self._lattice(gx, gy, blur_m)
+        box = (gx[0] - 4 * blur_m, gx[-1] + 4 * blur_m, gy[0] - 4 * blur_m, gy[-1] + 4 * blur_m)
+        pixel = abs(gx[-1] - gx[0]) / max(gx.size - 1, 1)
+        mxy, mh, ms = self.molecules.bumps(*box, pixel_m=pixel)
+        dxy, dh, ds = self.debris.bumps(*box)
+        out += gaussian_image(np.concatenate([mxy, dxy]),
+                              np.concatenate([adsorbate_gain * mh, dh]),
+                              np.concatenate([ms, ds]), gx, gy, blur_m)
+        return out
+
+    def relief_bound_m(self, x0: float, x1: float, y0: float, y1: float, *,
+                       adsorbate_gain: float = 1.0) -> float:
+        """An upper bound of max - min of the topography in the box (cheap, no grid).
+
+        A tip protrusion retracted by more than this cannot touch anything in the box.
+        """
+        near_steps, _ = self.steps.near(x0, x1, y0, y1)
+        _, debris_height, _ = self.debris.bumps(x0, x1, y0, y1)
+        molecules = self.molecules.near(x0, x1, y0, y1).size > 0
+        return (STEP_HEIGHT_M * np.count_nonzero(near_steps) + 2 * LATTICE_CORRUGATION_M
+                + molecules * MOLECULE_RELIEF_M * abs(adsorbate_gain)
+                + float(np.sum(np.abs(debris_height))))
 
     def _lattice(self, gx: np.ndarray, gy: np.ndarray, blur_m: float) -> np.ndarray:
         """Square atomic corrugation, only where pixels resolve it (no aliasing)."""

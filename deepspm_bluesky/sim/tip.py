@@ -111,7 +111,7 @@ def good_tip(rng: np.random.Generator) -> Tip:
     if rng.random() < 1 / 3:
         r, phi = rng.uniform(0.8, 3.0) * 1e-9, rng.uniform(0, 2 * np.pi)
         apexes = np.array([[0, 0, 0], [r * np.cos(phi), r * np.sin(phi),
-                                       rng.uniform(3, 6) * 1e-10]])
+                                       rng.uniform(4, 8) * 1e-10]])
     return Tip(apexes=apexes, blur_m=rng.uniform(0.05, 0.2) * 1e-9,
                contrast=rng.uniform(-0.1, 0.1))
 
