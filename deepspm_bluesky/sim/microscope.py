@@ -191,6 +191,13 @@ class SimulatedMicroscope:
         self._settle()
         return crashes
 
+    # -- simulator only -----------------------------------------------------------------
+    def idle(self, seconds: float) -> None:
+        """Let instrument time pass with the tip parked (drift goes on, creep settles)."""
+        if not seconds >= 0:
+            raise ValueError(f"idle time must be >= 0 s, got {seconds}")
+        self.time_s += seconds
+
     # -- internals ---------------------------------------------------------------------
     def _new_area(self) -> None:
         area_rng = np.random.default_rng([self.seed, 0, self.area_index])
