@@ -14,6 +14,7 @@ import logging
 import math
 import select
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -199,8 +200,10 @@ class LabVIEWBackend:
 
     Notes
     -----
-    Every request is resent after a dropped connection, conditioning included (the
-    instrument may then have run it twice; a warning is logged). ``withdraw`` and the
+    Requests from several threads (the device's backend thread, a signal put from the
+    RunEngine's) are sent one at a time. Every request is resent after a dropped
+    connection, conditioning included (the instrument may then have run it twice; a
+    warning is logged for each failed attempt). ``withdraw`` and the
     bias and setpoint setters use extensions of the protocol that our server implements
     (`deepspm_bluesky.servers.labview_wire`); the original LabVIEW server does not.
     """
@@ -215,9 +218,11 @@ class LabVIEWBackend:
         self.timeouts_s = {**DEFAULT_TIMEOUTS_S, **(timeouts_s or {})}
         self.retries, self.retry_delay_s, self.text_quiet_s = retries, retry_delay_s, text_quiet_s
         self.connection = TCPConnection(host, port, connect_timeout_s=connect_timeout_s)
+        self._lock = threading.Lock()  # one request on the wire at a time, whatever the thread
 
     def close(self) -> None:
-        self.connection.close()
+        with self._lock:
+            self.connection.close()
 
     # -- backend interface ---------------------------------------------------------------
     def scan(self, x_m: float, y_m: float, size_m: float, pixels: int) -> np.ndarray:
@@ -271,8 +276,9 @@ class LabVIEWBackend:
             self.connection.sendall(request.encode("ascii"), deadline, request)
             return read(deadline)
 
-        return call_with_retries(request, attempt, connection=self.connection,
-                                 retries=self.retries, delay_s=self.retry_delay_s)
+        with self._lock:
+            return call_with_retries(request, attempt, connection=self.connection,
+                                     retries=self.retries, delay_s=self.retry_delay_s)
 
     def _text(self, request: str, *, done: Callable[[str], bool] | None = None,
               parse: Callable[[str, str], T] | None = None) -> T | str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import struct
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -128,20 +129,33 @@ class NanonisBackend:
         self._socket = LibrarySocket(self.connection)
         self.nanonis = Nanonis(self._socket)
         self._pixels: int | None = None
+        self._lock = threading.Lock()  # one operation on the wire at a time, whatever the thread
 
     def close(self) -> None:
-        self.connection.close()
+        with self._lock:
+            self.connection.close()
+
+    def command(self, method: str, *args: Any, kind: str = "command") -> list:
+        """Any `nanonis_spm.Nanonis` method by name, with this backend's deadlines and retries.
+
+        Examples
+        --------
+        >>> backend.command("Scan_StatusGet")  # doctest: +SKIP
+        [0]
+        """
+        return self._operation(method.replace("_", ".", 1), kind,
+                               lambda _: self._call(method, *args))
 
     # -- backend interface ---------------------------------------------------------------
     def scan(self, x_m: float, y_m: float, size_m: float, pixels: int) -> np.ndarray:
         """A (pixels, pixels) float32 image of Z in metres; never a partial one."""
         def work(timeout_s: float) -> np.ndarray:
             self._set_pixels(pixels)
-            self.call("Scan_FrameSet", x_m, y_m, size_m, size_m, 0.0)
-            self.call("Scan_Action", SCAN_START, SCAN_UP)
-            timed_out = self.call("Scan_WaitEndOfScan", _ms(timeout_s))[0]
+            self._call("Scan_FrameSet", x_m, y_m, size_m, size_m, 0.0)
+            self._call("Scan_Action", SCAN_START, SCAN_UP)
+            timed_out = self._call("Scan_WaitEndOfScan", _ms(timeout_s))[0]
             if timed_out:
-                self.call("Scan_Action", SCAN_STOP, SCAN_UP)
+                self._call("Scan_Action", SCAN_STOP, SCAN_UP)
                 raise TimeoutError(f"Scan.WaitEndOfScan: no end of scan within {timeout_s} s")
             return self._grab_z(pixels)
 
@@ -154,9 +168,9 @@ class NanonisBackend:
             return
 
         def work(timeout_s: float) -> None:
-            self.call("FolMe_XYPosSet", x_m, y_m, ON)
+            self._call("FolMe_XYPosSet", x_m, y_m, ON)
             if action.kind == "pulse":
-                self.call("Bias_Pulse", ON, action.duration_s, action.bias_v, HOLD_Z, ABSOLUTE)
+                self._call("Bias_Pulse", ON, action.duration_s, action.bias_v, HOLD_Z, ABSOLUTE)
             else:
                 self._tip_shaper(action.dip_nm * 1e-9, action.bias_v, action.duration_s,
                                  timeout_s)
@@ -165,7 +179,7 @@ class NanonisBackend:
 
     def tip_clean(self, x_m: float, y_m: float) -> bool:
         def work(timeout_s: float) -> bool:
-            self.call("FolMe_XYPosSet", x_m, y_m, ON)
+            self._call("FolMe_XYPosSet", x_m, y_m, ON)
             self._tip_shaper(self.clean_dip_m, 0.02, 0.5, timeout_s)
             return True
 
@@ -180,7 +194,7 @@ class NanonisBackend:
     def move_area(self) -> int:
         def work(timeout_s: float) -> int:
             self._withdraw(timeout_s)
-            self.call("Motor_StartMove", DIRECTION_Y_PLUS, self.coarse_steps, 0, ON)
+            self._call("Motor_StartMove", DIRECTION_Y_PLUS, self.coarse_steps, 0, ON)
             self._approach(timeout_s)
             return 0
 
@@ -194,15 +208,15 @@ class NanonisBackend:
 
     def set_bias(self, bias_v: float) -> None:
         self._operation(f"bias {bias_v} V", "command",
-                        lambda _: self.call("Bias_Set", float(bias_v)))
+                        lambda _: self._call("Bias_Set", float(bias_v)))
 
     def set_setpoint(self, current_a: float) -> None:
         self._operation(f"setpoint {current_a} A", "command",
-                        lambda _: self.call("ZCtrl_SetpntSet", float(current_a)))
+                        lambda _: self._call("ZCtrl_SetpntSet", float(current_a)))
 
     # -- commands ------------------------------------------------------------------------
-    def call(self, method: str, *args: Any) -> list:
-        """Run one `nanonis_spm.Nanonis` method; its return values, or a clear error."""
+    def _call(self, method: str, *args: Any) -> list:
+        """Run one `nanonis_spm.Nanonis` method inside an operation; its values or an error."""
         command = method.replace("_", ".", 1)
         try:
             result = getattr(self.nanonis, method)(*args)
@@ -224,11 +238,12 @@ class NanonisBackend:
             self._socket.deadline = time.monotonic() + timeout_s + self.slack_s
             return work(timeout_s)
 
-        return call_with_retries(label, attempt, connection=self.connection,
-                                 retries=self.retries, delay_s=self.retry_delay_s)
+        with self._lock:
+            return call_with_retries(label, attempt, connection=self.connection,
+                                     retries=self.retries, delay_s=self.retry_delay_s)
 
     def _piezo_range(self) -> tuple[float, float, float]:
-        x, y, z = self._operation("piezo range", "command", lambda _: self.call("Piezo_RangeGet"))
+        x, y, z = self._operation("piezo range", "command", lambda _: self._call("Piezo_RangeGet"))
         if not all(math.isfinite(v) and v > 0 for v in (x, y, z)):
             raise MalformedReply(f"Piezo.RangeGet: ranges must be positive, got {(x, y, z)}")
         return _float32_value(x), _float32_value(y), _float32_value(z)
@@ -241,12 +256,12 @@ class NanonisBackend:
         """
         if self._pixels == pixels:
             return
-        _, channels, _, _ = self.call("Scan_BufferGet")
+        _, channels, _, _ = self._call("Scan_BufferGet")
         slots = [int(c[0]) for c in channels]
         if self.z_channel not in slots:
             slots.append(self.z_channel)
-        self.call("Scan_BufferSet", slots, int(pixels), int(pixels))
-        _, _, got_pixels, got_lines = self.call("Scan_BufferGet")
+        self._call("Scan_BufferSet", slots, int(pixels), int(pixels))
+        _, _, got_pixels, got_lines = self._call("Scan_BufferGet")
         if (got_pixels, got_lines) != (pixels, pixels):
             raise InstrumentError(f"Scan.BufferSet: asked for {pixels} x {pixels} px, the "
                                   f"controller set {got_pixels} x {got_lines} (Nanonis rounds "
@@ -274,25 +289,25 @@ class NanonisBackend:
     def _tip_shaper(self, dip_m: float, bias_v: float, duration_s: float,
                     timeout_s: float) -> None:
         """Ramp the tip `dip_m` towards the sample at `bias_v`, then back; feedback restored."""
-        imaging_bias_v = self.call("Bias_Get")[0]
-        self.call("TipShaper_PropsSet", TIP_SHAPER_SETTLE_S, ON, bias_v, dip_m, duration_s,
+        imaging_bias_v = self._call("Bias_Get")[0]
+        self._call("TipShaper_PropsSet", TIP_SHAPER_SETTLE_S, ON, bias_v, dip_m, duration_s,
                   imaging_bias_v, TIP_SHAPER_SETTLE_S, -dip_m, duration_s,
                   TIP_SHAPER_SETTLE_S, ON)
-        self.call("TipShaper_Start", ON, _ms(timeout_s))
+        self._call("TipShaper_Start", ON, _ms(timeout_s))
 
     def _approach(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
-        self.call("AutoApproach_Open")
-        self.call("AutoApproach_OnOffSet", ON)
-        while self.call("AutoApproach_OnOffGet")[0]:
+        self._call("AutoApproach_Open")
+        self._call("AutoApproach_OnOffSet", ON)
+        while self._call("AutoApproach_OnOffGet")[0]:
             if time.monotonic() > deadline:
-                self.call("AutoApproach_OnOffSet", OFF)
+                self._call("AutoApproach_OnOffSet", OFF)
                 raise TimeoutError(f"auto-approach still running after {timeout_s} s")
             time.sleep(self.approach_poll_s)
-        self.call("ZCtrl_OnOffSet", ON)
+        self._call("ZCtrl_OnOffSet", ON)
 
     def _withdraw(self, timeout_s: float) -> None:
-        self.call("ZCtrl_Withdraw", ON, _ms(timeout_s))
+        self._call("ZCtrl_Withdraw", ON, _ms(timeout_s))
 
 
 def decode_frame(body: bytes) -> tuple[str, np.ndarray]:

@@ -33,6 +33,14 @@ class SendThenHangUp:
     data: bytes
 
 
+@dataclass
+class InPieces:
+    """Send these pieces one after the other, pausing between them."""
+
+    pieces: list[bytes]
+    pause_s: float
+
+
 # sabotage(number of the request, request text, honest reply) -> what to send instead
 Sabotage = Callable[[int, str, bytes], "bytes | SendThenHangUp | None"]
 
@@ -48,6 +56,11 @@ class FaultyServer(LabVIEWServer):
     def respond(self, conn: socket.socket, request: str) -> None:
         self.requests.append(request)
         reply = self.sabotage(len(self.requests), request, self.reply(request))
+        if isinstance(reply, InPieces):
+            for piece in reply.pieces:
+                time.sleep(reply.pause_s)
+                self.send(conn, piece)
+            return
         if isinstance(reply, SendThenHangUp):
             self.send(conn, reply.data)
             reply = HANG_UP
@@ -153,6 +166,22 @@ def test_a_payload_truncated_once_is_scanned_again(servers):
     server = servers(only_for("scan", lambda reply: SendThenHangUp(reply[:1000]), times=1))
     assert np.isfinite(scan(server)).all()
     assert sum(r.startswith("scan") for r in server.requests) == 2
+
+
+def test_a_text_reply_that_arrives_in_pieces_is_read_whole(servers):
+    server = servers(only_for("getparam", lambda r: InPieces([r[:3], r[3:9], r[9:]], 0.02)))
+    backend = LabVIEWBackend(*server.address, text_quiet_s=0.2)
+    assert backend.scan_range_m() == 850e-9
+    backend.close()
+
+
+def test_bytes_beyond_a_reply_are_dropped_before_the_next_request(servers):
+    server = servers(only_for("scan", lambda r: r + b"Range:1e-3", times=1))
+    backend = LabVIEWBackend(*server.address, **FAST)
+    assert backend.scan(0, 0, 10e-9, 64).shape == (64, 64)
+    time.sleep(0.02)  # let the surplus arrive
+    assert backend.scan_range_m() == 850e-9
+    backend.close()
 
 
 # -- connection faults: given up on, with a clear error ----------------------------------------
