@@ -88,9 +88,13 @@ class LabVIEWServer(SingleClientServer):
             if handler is None:
                 raise ValueError(f"unknown request {name!r}; known: {sorted(self._handlers)}")
             return handler(args)
-        except (ValueError, TypeError) as exc:
+        except ValueError as exc:
             log.warning("bad request %r: %s", request, exc)
-            return wire.SHAPE_HEADER.pack(0, 0) if is_scan else f"error: {exc}".encode()
+            problem = str(exc)
+        except Exception as exc:  # a failing simulator must not take the server down
+            log.exception("request %r failed", request)
+            problem = f"{type(exc).__name__}: {exc}"
+        return wire.SHAPE_HEADER.pack(0, 0) if is_scan else f"error: {problem}".encode()
 
     # -- handlers: list of argument strings -> reply bytes ------------------------------
     def _scan(self, args: list[str]) -> bytes:

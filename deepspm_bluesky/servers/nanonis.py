@@ -166,6 +166,9 @@ class NanonisServer(SingleClientServer):
         except (CommandError, struct.error, ValueError) as exc:
             log.warning("%s failed: %s", command, exc)
             return response(name, b"", f"{command}: {exc}")
+        except Exception as exc:  # a failing simulator must not take the server down
+            log.exception("%s failed", command)
+            return response(name, b"", f"{command}: {type(exc).__name__}: {exc}")
 
     # -- commands: decoded arguments -> return arguments -------------------------------
     def _bias_set(self, bias_v: float) -> bytes:
