@@ -137,3 +137,18 @@ def test_cleaning_removes_contamination_and_instability():
 def test_a_spontaneous_change_adds_a_defect_to_a_good_tip(seed):
     rng = np.random.default_rng(seed)
     assert degraded(Tip(), rng).state in BAD_STATES
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_skipping_far_retracted_protrusions_does_not_change_the_image(seed):
+    from deepspm_bluesky.sim.render import topography
+
+    rng = np.random.default_rng(seed)
+    microscope = SimulatedMicroscope(seed=seed)
+    tip = Tip(apexes=np.array([[0, 0, 0], [1e-9, 2e-9, 4e-10], [-2e-9, 0, 0.3e-10]]))
+    for x, y in rng.uniform(-400e-9, 400e-9, (20, 2)):
+        g = np.linspace(-5e-9, 5e-9, 32)
+        gx, gy = x + g, y + g
+        every = np.max([microscope.sample.heights(gx + dx, gy + dy, blur_m=tip.blur_m) - dz
+                        for dx, dy, dz in tip.apexes], axis=0)
+        np.testing.assert_allclose(topography(microscope.sample, tip, gx, gy), every, atol=1e-20)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 STEP_HEIGHT_M = 2.04e-10  # monatomic step of Ag(100)
 STEP_WIDTH_M = 0.3e-9
@@ -30,9 +31,11 @@ CENTRE_HEIGHT_M = 0.3e-10
 LOBE_HEIGHTS = np.array([LOBE_HEIGHT_M] * 4 + [CENTRE_HEIGHT_M])
 LOBE_SIGMAS = np.array([LOBE_SIGMA_M] * 4 + [CENTRE_SIGMA_M])
 MOLECULE_RELIEF_M = 2 * (LOBE_HEIGHT_M + CENTRE_HEIGHT_M)  # bound, overlapping molecules
+MOLECULE_MIN_DISTANCE_M = 1.5e-9
 MOLECULE_ANGLES = np.deg2rad([22.5, -22.5])  # two mirror orientations on the square lattice
 COARSE_PIXEL_M = 0.6e-9  # above this pixel size a molecule is drawn as one Gaussian
 COARSE_SIGMA_M = 0.5e-9
+MOLECULE_REACH_M = 4 * max(LOBE_SIGMA_M, COARSE_SIGMA_M) + LOBE_DISTANCE_M  # centre to edge
 CLUSTERS_PER_M2 = 3e-5 * 1e18
 CLUSTER_HEIGHT_M = (0.4e-9, 1.5e-9)
 CLUSTER_SIGMA_M = (0.5e-9, 2.0e-9)
@@ -134,6 +137,9 @@ class Molecules:
         n = rng.poisson(per_m2 * size_m * size_m)
         xy = rng.uniform(-size_m / 2, size_m / 2, (n, 2))
         angle = rng.choice(MOLECULE_ANGLES, n) + rng.normal(0, np.deg2rad(3), n)
+        pairs = cKDTree(xy).query_pairs(MOLECULE_MIN_DISTANCE_M, output_type="ndarray")
+        keep = np.setdiff1d(np.arange(n), pairs[:, 1])  # molecules do not overlap
+        xy, angle = xy[keep], angle[keep]
         order = np.argsort(xy[:, 0])
         return cls(xy[order], angle[order])
 
@@ -146,7 +152,7 @@ class Molecules:
     def bumps(self, x0: float, x1: float, y0: float, y1: float, *, pixel_m: float):
         """(xy, height, sigma) of the molecules in the box: five lobes each, or one blob
         each where pixels are too coarse to resolve lobes."""
-        m = 4 * max(LOBE_SIGMA_M, COARSE_SIGMA_M) + LOBE_DISTANCE_M
+        m = MOLECULE_REACH_M
         idx = self.near(x0 - m, x1 + m, y0 - m, y1 + m)
         if pixel_m > COARSE_PIXEL_M:
             volume = 4 * LOBE_HEIGHT_M * LOBE_SIGMA_M**2 + CENTRE_HEIGHT_M * CENTRE_SIGMA_M**2
@@ -273,7 +279,8 @@ class Sample:
         """
         near_steps, _ = self.steps.near(x0, x1, y0, y1)
         _, debris_height, _ = self.debris.bumps(x0, x1, y0, y1)
-        molecules = self.molecules.near(x0, x1, y0, y1).size > 0
+        m = MOLECULE_REACH_M
+        molecules = self.molecules.near(x0 - m, x1 + m, y0 - m, y1 + m).size > 0
         return (STEP_HEIGHT_M * np.count_nonzero(near_steps) + 2 * LATTICE_CORRUGATION_M
                 + molecules * MOLECULE_RELIEF_M * abs(adsorbate_gain)
                 + float(np.sum(np.abs(debris_height))))

@@ -1,0 +1,107 @@
+"""The procedural sample: analytic Gaussians, Ag(100) steps, four-lobed molecules, bounds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deepspm_bluesky.sim import Sample
+from deepspm_bluesky.sim.sample import (
+    LOBE_DISTANCE_M,
+    STEP_HEIGHT_M,
+    Gaussians,
+    Molecules,
+    Steps,
+    gaussian_image,
+)
+
+GRID = np.linspace(-5e-9, 5e-9, 101)
+
+
+def one_step() -> Steps:
+    """A straight edge along y through x = 0, upper terrace at x > 0."""
+    return Steps(normals=np.array([[1.0, 0.0]]), offsets_m=np.zeros(1), signs=np.ones(1),
+                 meander_m=np.zeros(1), wavenumber=np.ones(1), phase=np.zeros(1))
+
+
+def test_gaussian_image_is_the_sum_of_the_gaussians():
+    xy, h, s = np.array([[1e-9, -2e-9], [0.0, 0.5e-9]]), np.array([1e-10, -3e-11]), \
+        np.array([0.4e-9, 1e-9])
+    X, Y = np.meshgrid(GRID, GRID)
+    expected = sum(hi * np.exp(-((X - x) ** 2 + (Y - y) ** 2) / (2 * si**2))
+                   for (x, y), hi, si in zip(xy, h, s, strict=True))
+    np.testing.assert_allclose(gaussian_image(xy, h, s, GRID, GRID), expected, atol=1e-20)
+
+
+def test_a_blunt_tip_spreads_a_bump_and_keeps_its_volume():
+    args = (np.zeros((1, 2)), np.array([1e-10]), np.array([0.3e-9]), GRID, GRID)
+    sharp, blunt = gaussian_image(*args), gaussian_image(*args, blur_m=0.6e-9)
+    assert blunt.max() < 0.3 * sharp.max()
+    assert blunt.sum() == pytest.approx(sharp.sum(), rel=1e-6)
+
+
+def test_a_step_is_one_monatomic_height_of_ag100():
+    heights = one_step().image(GRID, GRID)
+    assert heights[:, -1].mean() - heights[:, 0].mean() == pytest.approx(STEP_HEIGHT_M, rel=1e-6)
+
+
+def test_a_step_far_from_the_frame_adds_a_constant_terrace_level():
+    far = np.linspace(20e-9, 30e-9, 11)
+    heights = one_step().image(far, GRID)
+    np.testing.assert_allclose(heights, STEP_HEIGHT_M / 2)
+
+
+def test_a_molecule_has_four_lobes_around_a_dimmer_centre():
+    molecule = Molecules(np.zeros((1, 2)), np.zeros(1))
+    xy, h, s = molecule.bumps(-5e-9, 5e-9, -5e-9, 5e-9, pixel_m=1e-10)
+    heights = gaussian_image(xy, h, s, GRID, GRID)
+    at = {  # (row, col) of the grid point nearest to (x, y)
+        name: tuple(np.abs(GRID - v).argmin() for v in (y, x))
+        for name, (x, y) in {"centre": (0, 0), "east": (LOBE_DISTANCE_M, 0),
+                             "north": (0, LOBE_DISTANCE_M), "diagonal": (0.4e-9, 0.4e-9)}.items()
+    }
+    assert heights[at["east"]] == pytest.approx(heights[at["north"]], rel=1e-6)
+    assert heights[at["east"]] > 1.3 * heights[at["centre"]]
+    assert heights[at["east"]] > 1.3 * heights[at["diagonal"]]
+
+
+def test_coarse_pixels_draw_a_molecule_as_one_blob_of_the_same_volume():
+    molecule = Molecules(np.zeros((1, 2)), np.zeros(1))
+    fine = molecule.bumps(-1, 1, -1, 1, pixel_m=1e-10)
+    coarse = molecule.bumps(-1, 1, -1, 1, pixel_m=1e-9)
+    volume = [np.sum(h * s**2) for _, h, s in (fine, coarse)]
+    assert len(coarse[1]) == 1
+    assert volume[1] == pytest.approx(volume[0])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_relief_bound_is_never_below_the_relief(seed):
+    rng = np.random.default_rng(seed)
+    sample = Sample.random(rng, 850e-9)
+    for x, y in rng.uniform(-400e-9, 400e-9, (40, 2)):
+        gx, gy = x + GRID, y + GRID
+        relief = np.ptp(sample.heights(gx, gy))
+        assert relief <= sample.relief_bound_m(gx[0], gx[-1], gy[0], gy[-1])
+
+
+def test_the_same_generator_state_gives_the_same_sample():
+    a, b = (Sample.random(np.random.default_rng(3), 850e-9) for _ in range(2))
+    np.testing.assert_array_equal(a.heights(GRID, GRID), b.heights(GRID, GRID))
+
+
+def test_an_area_holds_molecules_clusters_and_step_edges_somewhere():
+    sample = Sample.random(np.random.default_rng(0), 850e-9)
+    assert len(sample.molecules.xy) > 10_000
+    assert len(sample.debris.height) > 0
+    overview = np.linspace(-425e-9, 425e-9, 256)
+    assert np.ptp(sample.heights(overview, overview)) > 2 * STEP_HEIGHT_M
+
+
+def test_a_dip_mark_is_a_crater_with_a_rim_taller_than_the_debris_limit():
+    sample = Sample.random(np.random.default_rng(0), 850e-9)
+    marks = Gaussians()
+    sample.debris = marks
+    sample.add_dip_mark(np.random.default_rng(1), 0.0, 0.0, -0.8e-9)
+    assert marks.height.min() < 0 < marks.height.max()
+    heights = gaussian_image(marks.xy, marks.height, marks.sigma, GRID, GRID)
+    assert np.ptp(heights) >= 6e-10
