@@ -156,6 +156,12 @@ def test_tip_clean_approach_withdraw_and_area_moves_change_the_simulator(server,
     assert server.microscope.area_index == 1
 
 
+def test_an_area_move_reports_the_crashes_and_leaves_the_simulator_as_its_own_move(backend):
+    reference = SimulatedMicroscope(seed=SEED)
+    assert backend.move_area() == reference.move_area()
+    assert_allclose(backend.scan(0, 0, 10e-9, 64), reference.scan(0, 0, 10e-9, 64), atol=1e-13)
+
+
 def test_bias_and_setpoint_reach_the_simulator(server, backend):
     backend.set_bias(-1.5)
     backend.set_setpoint(50e-12)

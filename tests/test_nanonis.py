@@ -181,6 +181,13 @@ def test_an_area_move_withdraws_steps_the_motor_and_approaches(server, backend):
     assert server.microscope.tip.in_contact
 
 
+def test_an_area_move_leaves_the_simulator_as_its_own_move_does(backend):
+    backend.move_area()
+    reference = SimulatedMicroscope(seed=SEED)
+    reference.move_area()
+    assert_allclose(backend.scan(0, 0, 10e-9, 64), reference.scan(0, 0, 10e-9, 64), atol=1e-13)
+
+
 def test_bias_and_setpoint_reach_the_controller_in_volts_and_amperes(server, backend):
     backend.set_bias(-1.5)
     backend.set_setpoint(50e-12)

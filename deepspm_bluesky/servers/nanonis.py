@@ -199,7 +199,8 @@ class NanonisServer(SingleClientServer):
         return b""
 
     def _approach(self, on: int) -> bytes:
-        if on:
+        """Auto-approach; a tip already in tunnelling range stops it at once, unchanged."""
+        if on and not self.microscope.tip.in_contact:
             self.microscope.approach()
         return b""
 
