@@ -28,14 +28,14 @@ CONTACT_TOLERANCE_M = 3e-10  # DeepSPM: |mean - z reading of a retracted tip| <=
 class LimitedSignal(Signal):
     """A soft signal that refuses values outside [low, high] before anything moves.
 
-    If `backend_call` names a backend method, a put is forwarded to the instrument;
-    `integer` refuses fractional values.
+    If `backend_call` names a backend method, a put is forwarded to the instrument, times
+    `to_si` (e.g. 1e-9 for a value in nm); `integer` refuses fractional values.
     """
 
     def __init__(self, *args, low: float, high: float, backend_call: str = "",
-                 integer: bool = False, **kwargs):
+                 to_si: float = 1.0, integer: bool = False, **kwargs):
         self._low, self._high, self._backend_call = low, high, backend_call
-        self._integer = integer
+        self._to_si, self._integer = to_si, integer
         super().__init__(*args, **kwargs)
 
     @property
@@ -69,7 +69,7 @@ class LimitedSignal(Signal):
 
     def _forward(self, value) -> None:
         if self._backend_call:
-            getattr(self.root.backend, self._backend_call)(float(value))
+            getattr(self.root.backend, self._backend_call)(float(value) * self._to_si)
 
 
 class FrameSignal(LimitedSignal):
@@ -104,7 +104,8 @@ class Scanner(Device):
     y_nm = Cpt(FrameSignal, value=0.0, low=-425.0, high=425.0, kind="hinted")
     size_nm = Cpt(FrameSignal, value=10.0, low=0.1, high=850.0, kind="config")
     pixels = Cpt(LimitedSignal, value=64, low=8, high=1024, integer=True, kind="config")
-    speed_nm_s = Cpt(LimitedSignal, value=80.0, low=0.1, high=10_000.0, kind="config")
+    speed_nm_s = Cpt(LimitedSignal, value=80.0, low=0.1, high=10_000.0, to_si=NM,
+                     kind="config")
 
     @property
     def half_range_nm(self) -> float:
