@@ -47,6 +47,11 @@ class Action:
             raise ValueError(f"action {self.name!r}: dip_nm must be <= 0 (towards the sample)")
         if self.kind == "dip" and self.dip_nm == 0:
             raise ValueError(f"action {self.name!r}: a dip needs a non-zero dip_nm")
+        if self.kind == "pulse" and (self.bias_v == 0 or self.dip_nm != 0):
+            raise ValueError(f"action {self.name!r}: a pulse needs a non-zero bias_v and "
+                             "dip_nm = 0")
+        if self.kind == "stall" and self.dip_nm != 0:
+            raise ValueError(f"action {self.name!r}: a stall does not dip (dip_nm must be 0)")
 
 
 class ActionTable(Sequence[Action]):
@@ -153,8 +158,10 @@ def load_actions(path: str | Path | None = None) -> ActionTable:
     if path.suffix == ".toml":
         return _from_toml(path.read_text(), str(path))
     if path.suffix == ".csv":
-        with path.open(newline="") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             rows = list(csv.DictReader(fh))
+        if any(None in row or None in row.values() for row in rows):
+            raise ValueError(f"{path}: a row has more or fewer cells than the header")
         return ActionTable([_coerce(row, str(path)) for row in rows])
     raise ValueError(f"action table {path}: unknown format {path.suffix!r} (use .toml or .csv)")
 
@@ -165,6 +172,6 @@ def _from_toml(text: str, source: str) -> ActionTable:
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{source}: not valid TOML ({err})") from None
     rows = doc.get("action")
-    if not isinstance(rows, list):
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
         raise ValueError(f"{source}: expected a list of [[action]] tables")
     return ActionTable([_coerce(row, source) for row in rows])
