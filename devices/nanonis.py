@@ -17,7 +17,8 @@ Mapping of the backend calls (commands from the Nanonis TCP programming interfac
 - ``move_area``: withdraw, Motor.StartMove (Y+, `coarse_steps`), approach; reports 0 crashes
   (the controller cannot tell).
 - ``scan_range_m``/``z_range_m``: Piezo.RangeGet; ``set_bias``: Bias.Set;
-  ``set_setpoint``: ZCtrl.SetpntSet.
+  ``set_setpoint``: ZCtrl.SetpntSet; ``set_scan_speed``/``scan_speed_m_s`` (the optional
+  `ScanSpeedControl`): Scan.SpeedSet/Scan.SpeedGet, linear speed kept constant.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ SCAN_START, SCAN_STOP, SCAN_UP = 0, 1, 1
 FORWARD = 1
 ON, OFF = 1, 0
 HOLD_Z, ABSOLUTE = 1, 2
+KEEP_LINEAR_SPEED = 1
 TIP_SHAPER_SETTLE_S = 0.05
 
 
@@ -213,6 +215,18 @@ class NanonisBackend:
     def set_setpoint(self, current_a: float) -> None:
         self._operation(f"setpoint {current_a} A", "command",
                         lambda _: self._call("ZCtrl_SetpntSet", float(current_a)))
+
+    def set_scan_speed(self, speed_m_s: float) -> None:
+        """Tip speed along a line, forward and backward, in m/s."""
+        self._operation(f"scan speed {speed_m_s} m/s", "command", lambda _: self._call(
+            "Scan_SpeedSet", float(speed_m_s), float(speed_m_s), 0.0, 0.0, KEEP_LINEAR_SPEED,
+            1.0))
+
+    @property
+    def scan_speed_m_s(self) -> float:
+        """The controller's forward tip speed along a line, in m/s (asked each time)."""
+        values = self._operation("scan speed", "command", lambda _: self._call("Scan_SpeedGet"))
+        return _float32_value(values[0])
 
     # -- commands ------------------------------------------------------------------------
     def _call(self, method: str, *args: Any) -> list:

@@ -219,6 +219,16 @@ def test_operations_from_two_threads_never_mix_on_the_wire(server, backend):
     assert server.microscope.bias_v == pytest.approx(1.39, rel=1e-6)
 
 
+def test_the_device_starts_from_the_controllers_scan_speed_and_sets_it(server):
+    stm = nanonis_stm(*server.address, **FAST)
+    try:
+        assert stm.scanner.speed_nm_s.get() == pytest.approx(80.0)
+        stm.scanner.speed_nm_s.put(200.0)
+        assert server.microscope.scan_speed_m_s == pytest.approx(200e-9, rel=1e-6)
+    finally:
+        stm.destroy()
+
+
 # -- errors from the controller -------------------------------------------------------------------
 def test_an_error_section_raises_an_instrument_error_with_the_controllers_words(backend):
     with pytest.raises(InstrumentError, match=r"Scan\.FrameSet.*must be positive"):

@@ -125,6 +125,8 @@ class NanonisServer(SingleClientServer):
             "Scan.Action": ("HI", self._scan_action),
             "Scan.WaitEndOfScan": ("i", self._wait_end_of_scan),
             "Scan.FrameDataGrab": ("II", self._frame_data_grab),
+            "Scan.SpeedSet": ("ffffHf", self._speed_set),
+            "Scan.SpeedGet": ("", self._speed_get),
             "TipShaper.PropsSet": ("fIffffffffI", self._tip_shaper_props),
             "TipShaper.Start": ("Ii", self._tip_shaper_start),
         }
@@ -265,6 +267,18 @@ class NanonisServer(SingleClientServer):
         rows, cols = image.shape
         return (pack_string(SIGNAL_SLOTS[channel]) + struct.pack(">ii", rows, cols)
                 + np.asarray(image, ">f4").tobytes() + struct.pack(">I", 1))
+
+    def _speed_set(self, forward_m_s: float, backward_m_s: float, forward_line_s: float,
+                   backward_line_s: float, keep: int, ratio: float) -> bytes:
+        if keep != 1:
+            raise CommandError("the fake controller keeps the linear speed constant only")
+        self.microscope.set_scan_speed(forward_m_s)
+        return b""
+
+    def _speed_get(self) -> bytes:
+        speed = self.microscope.scan_speed_m_s
+        line_s = self.state.frame[2] / speed
+        return struct.pack(">ffffHf", speed, speed, line_s, line_s, 1, 1.0)
 
     def _tip_shaper_props(self, *props: float) -> bytes:
         self.state.tip_shaper = props
