@@ -1,5 +1,6 @@
 """Bluesky callbacks: progress, live classification and plots; none is needed for correctness."""
 
+from .classification import LiveTipClassification
 from .progress import SurveyProgress
 
-__all__ = ["SurveyProgress"]
+__all__ = ["LiveTipClassification", "SurveyProgress"]

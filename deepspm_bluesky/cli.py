@@ -184,3 +184,35 @@ def labview_server(
 
     typer.echo(f"DeepSPM LabVIEW protocol server (simulator, seed {seed}) on {host}:{port}")
     serve_labview(port=port, seed=seed, host=host)
+
+
+@app.command("train-classifier")
+def train_classifier(
+    output: Annotated[Path, typer.Option(help="Checkpoint to write (or to evaluate).")] = Path(
+        "tip_classifier.pt"
+    ),
+    steps: Annotated[int, typer.Option(min=1, help="Optimiser steps at most.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of data, weights and batches.")] = 0,
+    data: Annotated[
+        Path | None, typer.Option(help="Folder of good/ and bad/ .npy images (default: sim).")
+    ] = None,
+    architecture: Annotated[str, typer.Option(help="compact or deepspm.")] = "compact",
+    train_images: Annotated[int, typer.Option(min=2, help="Simulated training images.")] = 16000,
+    test_images: Annotated[int, typer.Option(min=2, help="Simulated held-out images.")] = 4000,
+    fine_tune: Annotated[bool, typer.Option(help="Start from the shipped weights.")] = False,
+    evaluate_only: Annotated[
+        bool, typer.Option(help="Only evaluate OUTPUT (or the shipped weights).")
+    ] = False,
+    roc_plot: Annotated[Path | None, typer.Option(help="Save the test ROC curve here.")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
+) -> None:
+    """Train the tip classifier on simulated (or your own) images; print test scores."""
+    from deepspm_bluesky.ml.training import TrainingSettings
+    from deepspm_bluesky.ml.workflow import DataSizes, train_and_evaluate
+
+    settings = TrainingSettings(architecture=architecture, seed=seed, max_steps=steps,
+                                threads=threads)
+    sizes = DataSizes(train=train_images, validation=max(2, train_images // 8), test=test_images)
+    train_and_evaluate(output, settings=settings, sizes=sizes, data_folder=data,
+                       fine_tune=fine_tune, evaluate_only=evaluate_only, roc_plot=roc_plot,
+                       echo=typer.echo)

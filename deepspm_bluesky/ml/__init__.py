@@ -1,1 +1,25 @@
 """Machine learning: the tip classifier and the conditioning agent (torch, CPU)."""
+
+from .classifier import CheckpointError, TipClassifier
+from .data import LabelledImages, load_folder, simulated_dataset
+from .evaluation import Evaluation, evaluate_scores, roc_auc, save_roc_plot
+from .networks import ARCHITECTURES, CompactNet, DeepSPMNet
+from .training import TrainingResult, TrainingSettings, train_classifier
+
+__all__ = [
+    "ARCHITECTURES",
+    "CheckpointError",
+    "CompactNet",
+    "DeepSPMNet",
+    "Evaluation",
+    "LabelledImages",
+    "TipClassifier",
+    "TrainingResult",
+    "TrainingSettings",
+    "evaluate_scores",
+    "load_folder",
+    "roc_auc",
+    "save_roc_plot",
+    "simulated_dataset",
+    "train_classifier",
+]

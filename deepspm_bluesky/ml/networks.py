@@ -1,0 +1,109 @@
+"""The convolutional networks behind `TipClassifier`, selectable by name.
+
+Both take a batch of normalised images, shape (n, 1, 64, 64), and return one logit per image
+(log-odds of a good tip).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+
+def _conv_block(in_channels: int, out_channels: int, layers: int) -> nn.Sequential:
+    """`layers` 3x3 convolutions with batch norm and ReLU, then a 2x2 max-pool."""
+    modules: list[nn.Module] = []
+    for i in range(layers):
+        modules += [
+            nn.Conv2d(in_channels if i == 0 else out_channels, out_channels, 3, padding=1,
+                      bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        ]
+    modules.append(nn.MaxPool2d(2))
+    return nn.Sequential(*modules)
+
+
+class CompactNet(nn.Module):
+    """Small CNN for the CPU: four conv blocks (16-96 channels), global pooling, one logit.
+
+    Global average and max pooling side by side keep both "how much of the frame" (blur,
+    contrast) and "is there one strong feature anywhere" (a streak, a ghost) after the trunk.
+    About 0.2 M parameters; a forward pass of one 64 x 64 image costs a few tens of MFLOPs.
+
+    Parameters
+    ----------
+    channels
+        Output channels of the four blocks.
+    dropout
+        Dropout before the final layer.
+    """
+
+    def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 96), dropout: float = 0.3):
+        super().__init__()
+        blocks, previous = [], 1
+        for i, width in enumerate(channels):
+            blocks.append(_conv_block(previous, width, 1 if i == 0 else 2))
+            previous = width
+        self.trunk = nn.Sequential(*blocks)
+        self.avg_pool = nn.AdaptiveAvgPool2d(1)
+        self.max_pool = nn.AdaptiveMaxPool2d(1)
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(2 * previous, 64), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(64, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = self.trunk(x)
+        pooled = self.avg_pool(features).flatten(1), self.max_pool(features).flatten(1)
+        return self.head(torch.cat(pooled, dim=1)).squeeze(1)
+
+
+class DeepSPMNet(nn.Module):
+    """The network of Krull et al. (2020): 4 blocks of 3 conv layers (64-512), FC 1024-1024.
+
+    Batch norm after each convolution, max-pool after each block, dropout 0.5 before each
+    fully connected layer, one logit. About 25 M parameters (100 MB of weights), so it is
+    selectable for comparison, not the default.
+
+    References
+    ----------
+    A. Krull, P. Hirsch, C. Rother, A. Schiffrin, C. Krull, "Artificial-intelligence-driven
+    scanning probe microscopy", Commun. Phys. 3, 54 (2020), doi:10.1038/s42005-020-0317-3.
+    """
+
+    def __init__(self, pixels: int = 64, dropout: float = 0.5):
+        super().__init__()
+        widths = (64, 128, 256, 512)
+        self.trunk = nn.Sequential(*(
+            _conv_block(1 if i == 0 else widths[i - 1], w, 3) for i, w in enumerate(widths)
+        ))
+        side = pixels // 2 ** len(widths)
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(dropout), nn.Linear(widths[-1] * side * side, 1024), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(1024, 1024), nn.ReLU(inplace=True),
+            nn.Linear(1024, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.trunk(x)).squeeze(1)
+
+
+ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
+    "compact": CompactNet,
+    "deepspm": DeepSPMNet,
+}
+
+
+def build_network(architecture: str) -> nn.Module:
+    """A freshly initialised network of the named architecture (see `ARCHITECTURES`)."""
+    try:
+        factory = ARCHITECTURES[architecture]
+    except KeyError:
+        raise ValueError(
+            f"unknown classifier architecture {architecture!r}; known: {sorted(ARCHITECTURES)}"
+        ) from None
+    return factory()
