@@ -138,7 +138,8 @@ class Molecules:
         xy = rng.uniform(-size_m / 2, size_m / 2, (n, 2))
         angle = rng.choice(MOLECULE_ANGLES, n) + rng.normal(0, np.deg2rad(3), n)
         pairs = cKDTree(xy).query_pairs(MOLECULE_MIN_DISTANCE_M, output_type="ndarray")
-        keep = np.setdiff1d(np.arange(n), pairs[:, 1])  # molecules do not overlap
+        keep = np.ones(n, bool)
+        keep[pairs[:, 1]] = False  # molecules do not overlap
         xy, angle = xy[keep], angle[keep]
         order = np.argsort(xy[:, 0])
         return cls(xy[order], angle[order])
