@@ -216,3 +216,16 @@ def train_classifier(
     train_and_evaluate(output, settings=settings, sizes=sizes, data_folder=data,
                        fine_tune=fine_tune, evaluate_only=evaluate_only, roc_plot=roc_plot,
                        echo=typer.echo)
+
+
+@app.command("sim-gallery")
+def sim_gallery(
+    output: Annotated[Path, typer.Argument(help="PNG file to write.")],
+    seed: Annotated[int, typer.Option(help="Seed of the simulated STM.")] = 0,
+    size_nm: Annotated[float, typer.Option(min=1.0, help="Frame side in nm.")] = 10.0,
+    pixels: Annotated[int, typer.Option(min=8, help="Pixels per line.")] = 64,
+) -> None:
+    """Draw one simulated image per tip state (and a dip's crater) into a PNG."""
+    from deepspm_bluesky.sim.gallery import draw_gallery
+
+    typer.echo(f"gallery in {draw_gallery(output, seed=seed, size_nm=size_nm, pixels=pixels)}")
