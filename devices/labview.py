@@ -239,30 +239,38 @@ class LabVIEWBackend:
         self._text(wire.tipshaping_request(x_m, y_m, dip_m, bias_v, duration_s))
 
     def tip_clean(self, x_m: float, y_m: float) -> bool:
+        """``tipclean`` at (x, y); True when the server answers ``1``."""
         request = f"tipclean({wire.format_nano(x_m)},{wire.format_nano(y_m)})"
         return self._text(request, done=lambda text: text.strip() in ("0", "1"),
                           parse=_clean_result)
 
     def approach(self) -> None:
+        """``approach(f)``: re-approach the tip."""
         self._text("approach(f)")
 
     def withdraw(self) -> None:
+        """``withdraw()`` (an extension of the protocol)."""
         self._text("withdraw()")
 
     def move_area(self) -> int:
+        """``movearea(y+)``; the number of crashes the server reports."""
         return self._text("movearea(y+)", done=lambda text: bool(wire.MOVEAREA_REPLY.search(text)),
                           parse=_crash_count)
 
     def scan_range_m(self) -> float:
+        """``getparam(Range)``: side of the approach area in m."""
         return self._getparam("Range")
 
     def z_range_m(self) -> float:
+        """``getparam(zRange)``: range of the z piezo in m."""
         return self._getparam("zRange")
 
     def set_bias(self, bias_v: float) -> None:
+        """``setparam(Bias,<V>)`` (an extension of the protocol)."""
         self._text(f"setparam(Bias,{bias_v!r})")
 
     def set_setpoint(self, current_a: float) -> None:
+        """``setparam(Setpoint,<A>)`` (an extension of the protocol)."""
         self._text(f"setparam(Setpoint,{current_a!r})")
 
     # -- requests --------------------------------------------------------------------------

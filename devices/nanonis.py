@@ -180,6 +180,7 @@ class NanonisBackend:
         self._operation(f"{action.kind} {action.name!r} at ({x_m}, {y_m}) m", "condition", work)
 
     def tip_clean(self, x_m: float, y_m: float) -> bool:
+        """Heavy cleaning at (x, y): a tip-shaper dip of `clean_dip_m`; True when done."""
         def work(timeout_s: float) -> bool:
             self._call("FolMe_XYPosSet", x_m, y_m, ON)
             self._tip_shaper(self.clean_dip_m, 0.02, 0.5, timeout_s)
@@ -188,12 +189,15 @@ class NanonisBackend:
         return self._operation(f"tip clean at ({x_m}, {y_m}) m", "condition", work)
 
     def approach(self) -> None:
+        """Auto-approach until it stops, then switch the z controller on."""
         self._operation("auto-approach", "approach", self._approach)
 
     def withdraw(self) -> None:
+        """Switch the z controller off and retract the tip fully."""
         self._operation("withdraw", "command", self._withdraw)
 
     def move_area(self) -> int:
+        """Withdraw, step the coarse motor Y+, approach; 0 crashes (Nanonis cannot tell)."""
         def work(timeout_s: float) -> int:
             self._withdraw(timeout_s)
             self._call("Motor_StartMove", DIRECTION_Y_PLUS, self.coarse_steps, 0, ON)
@@ -203,16 +207,20 @@ class NanonisBackend:
         return self._operation("coarse move to a new approach area", "move_area", work)
 
     def scan_range_m(self) -> float:
+        """Side of the X piezo range in m."""
         return self._piezo_range()[0]
 
     def z_range_m(self) -> float:
+        """The Z piezo range in m."""
         return self._piezo_range()[2]
 
     def set_bias(self, bias_v: float) -> None:
+        """Imaging bias in V."""
         self._operation(f"bias {bias_v} V", "command",
                         lambda _: self._call("Bias_Set", float(bias_v)))
 
     def set_setpoint(self, current_a: float) -> None:
+        """Z-controller (current) setpoint in A."""
         self._operation(f"setpoint {current_a} A", "command",
                         lambda _: self._call("ZCtrl_SetpntSet", float(current_a)))
 
