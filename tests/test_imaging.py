@@ -66,6 +66,13 @@ def test_flattening_removes_a_plane_to_1e12_m_around_adsorbates(fraction, seed):
     assert_allclose(flattened, features, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("shape", [(128, 128), (256, 200)])
+def test_flattening_a_large_image_also_removes_the_plane_to_1e12_m(shape):
+    features = adsorbates(shape, 0.3, 7)
+    flattened = flatten_plane(tilted_plane(shape, row_slope=-1e-12, col_slope=4e-12) + features)
+    assert_allclose(flattened, features, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("slopes", [(0.0, 0.0), (3e-11, 0.0), (-2e-11, 1.5e-11), (1e-10, -3e-10)])
 def test_flattening_keeps_the_larger_terrace_of_a_step_at_zero(slopes):
     shape = (64, 64)
