@@ -143,7 +143,7 @@ def test_a_reply_later_than_the_scan_timeout_is_asked_for_again(servers):
     server = servers(only_for("scan", late(0.15), times=1))
     image = scan(server, timeouts_s={"scan": 0.1}, retry_delay_s=0.1)
     assert image.shape == (64, 64)
-    assert sum(r.startswith("scan") for r in server.requests) == 2
+    assert sum(r.startswith("scan") for r in server.requests) >= 2, "asked for again"
 
 
 def test_a_late_reply_within_the_timeout_is_accepted_without_a_retry(servers):

@@ -157,7 +157,7 @@ def test_a_reply_later_than_the_timeout_is_asked_for_again(servers, connect):
     server = servers(only_for("Piezo.RangeGet", late(0.15), times=1))
     backend = connect(server, timeouts_s={"command": 0.1}, retry_delay_s=0.1)
     assert backend.scan_range_m() == 850e-9
-    assert server.commands_seen.count("Piezo.RangeGet") == 2
+    assert server.commands_seen.count("Piezo.RangeGet") >= 2, "the late reply was asked for again"
 
 
 def test_a_frame_truncated_once_is_scanned_again(servers, connect):
