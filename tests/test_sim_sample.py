@@ -8,6 +8,7 @@ import pytest
 from deepspm_bluesky.sim import Sample
 from deepspm_bluesky.sim.sample import (
     LOBE_DISTANCE_M,
+    LOBE_HEIGHT_M,
     STEP_HEIGHT_M,
     Gaussians,
     Molecules,
@@ -33,16 +34,17 @@ def test_gaussian_image_is_the_sum_of_the_gaussians():
     np.testing.assert_allclose(gaussian_image(xy, h, s, GRID, GRID), expected, atol=1e-20)
 
 
-def test_a_blunt_tip_spreads_a_bump_and_keeps_its_volume():
+def test_a_blunt_tip_spreads_a_bump_keeping_the_area_of_its_profile():
     args = (np.zeros((1, 2)), np.array([1e-10]), np.array([0.3e-9]), GRID, GRID)
     sharp, blunt = gaussian_image(*args), gaussian_image(*args, blur_m=0.6e-9)
-    assert blunt.max() < 0.3 * sharp.max()
-    assert blunt.sum() == pytest.approx(sharp.sum(), rel=1e-6)
+    assert blunt.max() == pytest.approx(sharp.max() * 0.3 / np.hypot(0.3, 0.6), rel=1e-9, abs=0)
+    assert blunt[50].sum() == pytest.approx(sharp[50].sum(), rel=1e-6, abs=0)
 
 
 def test_a_step_is_one_monatomic_height_of_ag100():
     heights = one_step().image(GRID, GRID)
-    assert heights[:, -1].mean() - heights[:, 0].mean() == pytest.approx(STEP_HEIGHT_M, rel=1e-6)
+    step = heights[:, -1].mean() - heights[:, 0].mean()
+    assert step == pytest.approx(STEP_HEIGHT_M, rel=1e-6, abs=0)
 
 
 def test_a_step_far_from_the_frame_adds_a_constant_terrace_level():
@@ -60,18 +62,25 @@ def test_a_molecule_has_four_lobes_around_a_dimmer_centre():
         for name, (x, y) in {"centre": (0, 0), "east": (LOBE_DISTANCE_M, 0),
                              "north": (0, LOBE_DISTANCE_M), "diagonal": (0.4e-9, 0.4e-9)}.items()
     }
-    assert heights[at["east"]] == pytest.approx(heights[at["north"]], rel=1e-6)
+    assert heights[at["east"]] == pytest.approx(heights[at["north"]], rel=1e-6, abs=0)
     assert heights[at["east"]] > 1.3 * heights[at["centre"]]
     assert heights[at["east"]] > 1.3 * heights[at["diagonal"]]
 
 
-def test_coarse_pixels_draw_a_molecule_as_one_blob_of_the_same_volume():
+@pytest.mark.parametrize(("pixel_m", "blur_m"), [(1e-9, 0.0), (1e-10, 0.5e-9)])
+def test_coarse_pixels_or_a_blunt_tip_draw_a_molecule_as_one_round_blob(pixel_m, blur_m):
     molecule = Molecules(np.zeros((1, 2)), np.zeros(1))
-    fine = molecule.bumps(-1, 1, -1, 1, pixel_m=1e-10)
-    coarse = molecule.bumps(-1, 1, -1, 1, pixel_m=1e-9)
-    volume = [np.sum(h * s**2) for _, h, s in (fine, coarse)]
-    assert len(coarse[1]) == 1
-    assert volume[1] == pytest.approx(volume[0])
+    xy, height, sigma = molecule.bumps(-1, 1, -1, 1, pixel_m=pixel_m, blur_m=blur_m)
+    assert len(height) == 1
+    assert 0.5 * LOBE_HEIGHT_M < height[0] <= LOBE_HEIGHT_M
+
+
+def test_a_bright_centre_is_drawn_only_when_asked_for():
+    molecule = Molecules(np.zeros((1, 2)), np.zeros(1))
+    plain = molecule.bumps(-1, 1, -1, 1, pixel_m=1e-10)[1]
+    bright = molecule.bumps(-1, 1, -1, 1, pixel_m=1e-10, centre_gain=4.0)[1]
+    np.testing.assert_array_equal(bright[:4], plain[:4])
+    assert bright[4] == pytest.approx(4 * plain[4], rel=1e-12, abs=0)
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -19,6 +19,7 @@ LINE_NOISE_M = 3e-12  # rms offset between scan lines
 JUMP_M = 1e-10  # rms tip-height jump of an unstable tip
 STREAK_M = 1.5e-10
 STREAK_FILL = 0.25  # fraction of a streaky line's pixels that spike
+CENTRE_GAIN_PER_CONTRAST = 3.0  # a brighter-imaging (contaminated) tip lights up the centre
 
 
 def topography(sample: Sample, tip: Tip, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
@@ -27,18 +28,20 @@ def topography(sample: Sample, tip: Tip, gx: np.ndarray, gy: np.ndarray) -> np.n
     Protrusion i at (dx, dy, dz) sees the sample at (x + dx, y + dy); the tip must rise until
     the last of them clears the surface, so the image is max_i(h(x + dx_i, y + dy_i) - dz_i).
     A second protrusion thus prints a ghost of each feature taller than its retraction dz;
-    one retracted further than the relief under it is skipped.
+    one retracted further than the relief under it is skipped. Contrast scales the molecules
+    (below -1 they invert); a positive contrast also lights up their centres.
     """
-    gain = 1.0 + tip.contrast
-    out = sample.heights(gx, gy, blur_m=tip.blur_m, adsorbate_gain=gain)
+    looks = {"adsorbate_gain": 1.0 + tip.contrast,
+             "centre_gain": 1.0 + CENTRE_GAIN_PER_CONTRAST * max(tip.contrast, 0.0)}
+    out = sample.heights(gx, gy, blur_m=tip.blur_m, **looks)
     if len(tip.apexes) == 1:
         return out
     reach = np.abs(tip.apexes[:, :2]).max() + 4 * tip.blur_m
     relief = sample.relief_bound_m(gx[0] - reach, gx[-1] + reach, gy[0] - reach, gy[-1] + reach,
-                                   adsorbate_gain=gain)
+                                   **looks)
     for dx, dy, dz in tip.apexes[1:]:
         if dz < relief:
-            ghost = sample.heights(gx + dx, gy + dy, blur_m=tip.blur_m, adsorbate_gain=gain)
+            ghost = sample.heights(gx + dx, gy + dy, blur_m=tip.blur_m, **looks)
             np.maximum(out, ghost - dz, out=out)
     return out
 

@@ -30,11 +30,12 @@ CENTRE_SIGMA_M = 0.25e-9
 CENTRE_HEIGHT_M = 0.3e-10
 LOBE_HEIGHTS = np.array([LOBE_HEIGHT_M] * 4 + [CENTRE_HEIGHT_M])
 LOBE_SIGMAS = np.array([LOBE_SIGMA_M] * 4 + [CENTRE_SIGMA_M])
-MOLECULE_RELIEF_M = 2 * (LOBE_HEIGHT_M + CENTRE_HEIGHT_M)  # bound, overlapping molecules
 MOLECULE_MIN_DISTANCE_M = 1.5e-9
 MOLECULE_ANGLES = np.deg2rad([22.5, -22.5])  # two mirror orientations on the square lattice
 COARSE_PIXEL_M = 0.6e-9  # above this pixel size a molecule is drawn as one Gaussian
 COARSE_SIGMA_M = 0.5e-9
+COARSE_BLUR_M = 0.35e-9  # a tip blunter than this images a molecule as one round blob
+BLOB_HEIGHT_M = 1.2e-10
 MOLECULE_REACH_M = 4 * max(LOBE_SIGMA_M, COARSE_SIGMA_M) + LOBE_DISTANCE_M  # centre to edge
 CLUSTERS_PER_M2 = 3e-5 * 1e18
 CLUSTER_HEIGHT_M = (0.4e-9, 1.5e-9)
@@ -53,7 +54,10 @@ def gaussian_image(xy: np.ndarray, height: np.ndarray, sigma: np.ndarray, gx: np
     gx, gy
         1-D pixel coordinates in metres (columns, rows).
     blur_m
-        Gaussian radius of the tip; widths add in quadrature and volumes are kept.
+        Gaussian radius of the tip: widths add in quadrature and peaks drop by
+        sigma / sqrt(sigma^2 + blur^2), so a line profile keeps its area. (A convolution
+        keeps the volume and makes bumps under a blunt tip vanish; a true dilation keeps
+        the height; real blunt tips sit between the two.)
 
     Returns
     -------
@@ -68,7 +72,7 @@ def gaussian_image(xy: np.ndarray, height: np.ndarray, sigma: np.ndarray, gx: np
     z *= (-0.5 / var)[:, None]
     np.maximum(z, -40.0, out=z)  # far tails ~1e-18, never denormal (slow) floats
     np.exp(z, out=z)
-    return _summed_outer(z[:, nx:] * (height * sigma**2 / var)[:, None], z[:, :nx])
+    return _summed_outer(z[:, nx:] * (height * sigma / np.sqrt(var))[:, None], z[:, :nx])
 
 
 def _summed_outer(ey: np.ndarray, ex: np.ndarray) -> np.ndarray:
@@ -150,18 +154,23 @@ class Molecules:
         y = self.xy[lo:hi, 1]
         return lo + np.flatnonzero((y > y0) & (y < y1))
 
-    def bumps(self, x0: float, x1: float, y0: float, y1: float, *, pixel_m: float):
-        """(xy, height, sigma) of the molecules in the box: five lobes each, or one blob
-        each where pixels are too coarse to resolve lobes."""
+    def bumps(self, x0: float, x1: float, y0: float, y1: float, *, pixel_m: float,
+              blur_m: float = 0.0, centre_gain: float = 1.0):
+        """(xy, height, sigma) of the molecules in the box.
+
+        Five Gaussians per molecule (the centre's height times `centre_gain`), or one round
+        blob each where the pixels or the tip are too coarse to resolve the lobes.
+        """
         m = MOLECULE_REACH_M
         idx = self.near(x0 - m, x1 + m, y0 - m, y1 + m)
-        if pixel_m > COARSE_PIXEL_M:
-            volume = 4 * LOBE_HEIGHT_M * LOBE_SIGMA_M**2 + CENTRE_HEIGHT_M * CENTRE_SIGMA_M**2
+        if pixel_m > COARSE_PIXEL_M or blur_m > COARSE_BLUR_M:
             n = idx.size
-            return (self.xy[idx], np.full(n, volume / COARSE_SIGMA_M**2),
-                    np.full(n, COARSE_SIGMA_M))
+            return self.xy[idx], np.full(n, BLOB_HEIGHT_M), np.full(n, COARSE_SIGMA_M)
         lobes = (idx[:, None] * 5 + np.arange(5)).ravel()
-        return self.lobes_xy[lobes], self.lobes_height[lobes], self.lobes_sigma[lobes]
+        height = self.lobes_height[lobes]
+        if centre_gain != 1.0:
+            height = height * np.tile([1, 1, 1, 1, centre_gain], idx.size)
+        return self.lobes_xy[lobes], height, self.lobes_sigma[lobes]
 
 
 @dataclass
@@ -249,7 +258,7 @@ class Sample:
         return cls(size_m, steps, molecules, debris, rng.uniform(0, np.pi / 2))
 
     def heights(self, gx: np.ndarray, gy: np.ndarray, *, blur_m: float = 0.0,
-                adsorbate_gain: float = 1.0) -> np.ndarray:
+                adsorbate_gain: float = 1.0, centre_gain: float = 1.0) -> np.ndarray:
         """Topography at the grid (gx, gy) in metres, without the piezo's tilt and noise.
 
         Parameters
@@ -260,12 +269,16 @@ class Sample:
             Gaussian radius of the tip.
         adsorbate_gain
             Factor on the apparent height of molecules (tip contrast; negative inverts).
+        centre_gain
+            Factor on the height of a molecule's centre (a tip that picked something up can
+            image the metal centre brightly).
         """
         out = self.steps.image(gx, gy, blur_m)
         out += self._lattice(gx, gy, blur_m)
         box = (gx[0] - 4 * blur_m, gx[-1] + 4 * blur_m, gy[0] - 4 * blur_m, gy[-1] + 4 * blur_m)
         pixel = abs(gx[-1] - gx[0]) / max(gx.size - 1, 1)
-        mxy, mh, ms = self.molecules.bumps(*box, pixel_m=pixel)
+        mxy, mh, ms = self.molecules.bumps(*box, pixel_m=pixel, blur_m=blur_m,
+                                           centre_gain=centre_gain)
         dxy, dh, ds = self.debris.bumps(*box)
         out += gaussian_image(np.concatenate([mxy, dxy]),
                               np.concatenate([adsorbate_gain * mh, dh]),
@@ -273,7 +286,7 @@ class Sample:
         return out
 
     def relief_bound_m(self, x0: float, x1: float, y0: float, y1: float, *,
-                       adsorbate_gain: float = 1.0) -> float:
+                       adsorbate_gain: float = 1.0, centre_gain: float = 1.0) -> float:
         """An upper bound of max - min of the topography in the box (cheap, no grid).
 
         A tip protrusion retracted by more than this cannot touch anything in the box.
@@ -283,7 +296,8 @@ class Sample:
         m = MOLECULE_REACH_M
         molecules = self.molecules.near(x0 - m, x1 + m, y0 - m, y1 + m).size > 0
         return (STEP_HEIGHT_M * np.count_nonzero(near_steps) + 2 * LATTICE_CORRUGATION_M
-                + molecules * MOLECULE_RELIEF_M * abs(adsorbate_gain)
+                + molecules * 2 * (LOBE_HEIGHT_M + CENTRE_HEIGHT_M * abs(centre_gain))
+                * abs(adsorbate_gain)
                 + float(np.sum(np.abs(debris_height))))
 
     def _lattice(self, gx: np.ndarray, gy: np.ndarray, blur_m: float) -> np.ndarray:

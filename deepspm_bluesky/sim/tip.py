@@ -139,11 +139,11 @@ def random_tip(rng: np.random.Generator, state: str) -> Tip:
         return good.evolve(apexes=np.vstack([np.zeros((1, 3)), ghosts]),
                            blur_m=rng.uniform(0.05, 0.3) * 1e-9)
     if state == "blunt":
-        return good.evolve(blur_m=rng.uniform(0.5, 1.5) * 1e-9)
+        return good.evolve(blur_m=rng.uniform(0.5, 1.2) * 1e-9)
     if state == "unstable":
         return good.evolve(instability=rng.uniform(0.08, 0.3))
     if state == "contaminated":
-        brighter = rng.uniform(0.6, 1.2)
+        brighter = rng.uniform(0.5, 1.0)
         inverted = -rng.uniform(1.4, 2.0)  # adsorbates appear as depressions
         return good.evolve(contrast=brighter if rng.random() < 0.5 else inverted)
     if state == "crashed":
