@@ -92,8 +92,11 @@ class PlaneFit:
 
 @lru_cache(maxsize=16)
 def _centred_axes(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    rows, cols = shape
-    return np.arange(rows) - (rows - 1) / 2, np.arange(cols) - (cols - 1) / 2
+    """Row and column coordinates measured from the centre of the image (read-only)."""
+    axes = tuple(np.arange(n) - (n - 1) / 2 for n in shape)
+    for axis in axes:
+        axis.setflags(write=False)
+    return axes
 
 
 @lru_cache(maxsize=16)
@@ -529,8 +532,9 @@ def _free_mask(normalized: np.ndarray, tolerance: float, border_px: int) -> np.n
     """Pixels within `tolerance` of the plane (-1), outside a frame `border_px` wide."""
     if not (np.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"tolerance must be a non-negative number, got {tolerance}")
-    if border_px < 0:
-        raise ValueError(f"border_px must be >= 0, got {border_px}")
+    if isinstance(border_px, bool) or not isinstance(border_px, (int, np.integer)) \
+            or border_px < 0:
+        raise ValueError(f"border_px must be an integer >= 0, got {border_px!r}")
     free = np.abs(normalized + 1.0) <= tolerance
     if border_px:
         inner = np.zeros_like(free)

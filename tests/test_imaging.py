@@ -304,6 +304,7 @@ def test_a_single_row_is_too_small_for_a_plane():
     ({"size_nm": 0.0}, "size_nm"), ({"size_nm": np.nan}, "size_nm"),
     ({"size_nm": 10.0, "tolerance": -0.1}, "tolerance"),
     ({"size_nm": 10.0, "border_px": -1}, "border_px"),
+    ({"size_nm": 10.0, "border_px": 1.5}, "border_px"),
 ])
 def test_bad_options_of_the_free_square_raise_a_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
