@@ -220,3 +220,24 @@ def test_instrument_time_advances_by_the_scan_duration():
 def test_a_bad_scan_speed_is_refused(bad):
     with pytest.raises(ValueError, match="scan speed"):
         SimulatedMicroscope(seed=0).set_scan_speed(bad)
+
+
+def molecule_contrast(bias_v: float, setpoint_a: float = 25e-12) -> float:
+    microscope = SimulatedMicroscope(seed=0)
+    microscope.set_bias(bias_v)
+    microscope.set_setpoint(setpoint_a)
+    return float(np.ptp(plane_removed(microscope.scan(*FRAME))))
+
+
+def test_molecules_image_weakly_near_zero_bias():
+    assert molecule_contrast(0.05) < 0.6 * molecule_contrast(1.0)
+
+
+def test_a_larger_setpoint_images_molecules_slightly_stronger():
+    assert molecule_contrast(1.0, 25e-12) < molecule_contrast(1.0, 250e-12) \
+        < 1.3 * molecule_contrast(1.0, 25e-12)
+
+
+def test_a_non_positive_setpoint_is_refused():
+    with pytest.raises(ValueError, match="setpoint must be positive"):
+        SimulatedMicroscope(seed=0).set_setpoint(0.0)

@@ -113,11 +113,13 @@ class SimulatedMicroscope:
         return Z_RANGE_M
 
     def set_bias(self, bias_v: float) -> None:
-        """Set the imaging bias (stored; the image does not depend on it yet)."""
+        """Set the imaging bias; molecules image weakly near 0 V (`render.electronic_gain`)."""
         self.bias_v = bias_v
 
     def set_setpoint(self, current_a: float) -> None:
-        """Set the current setpoint (stored; the image does not depend on it yet)."""
+        """Set the current setpoint; a larger one images molecules slightly stronger."""
+        if not current_a > 0:
+            raise ValueError(f"current setpoint must be positive, got {current_a} A")
         self.setpoint_a = current_a
 
     def set_scan_speed(self, speed_m_s: float) -> None:
@@ -149,7 +151,7 @@ class SimulatedMicroscope:
         started = self._clock()
         in_contact = self.tip.in_contact and not self.tip.crashed
         self.tip, self.last_outcome = apply_action(self.tip, action, self.rng)
-        x_true, y_true = np.array([x_m, y_m]) + self.motion.lateral([self.time_s])[0]
+        x_true, y_true = self._true_position(x_m, y_m)
         if in_contact and action.kind == "dip":
             self.sample.add_dip_mark(self.rng, x_true, y_true, action.dip_nm * 1e-9)
         if action.kind == "pulse" and self.last_outcome == "reform":
@@ -161,7 +163,7 @@ class SimulatedMicroscope:
 
     def tip_clean(self, x_m: float, y_m: float) -> bool:
         """Heavy cleaning after a crash at (x, y): a deep crater, a re-formed apex in contact."""
-        self.sample.add_dip_mark(self.rng, x_m, y_m, 5e-9)
+        self.sample.add_dip_mark(self.rng, *self._true_position(x_m, y_m), 5e-9)
         self.tip = reformed_tip(self.rng, GOOD_AFTER_TIP_CLEAN)
         self._settle()
         return True
@@ -213,6 +215,11 @@ class SimulatedMicroscope:
         if wait:
             self._wait(self.settle_s, started)
 
+    def _true_position(self, x_m: float, y_m: float) -> tuple[float, float]:
+        """Where the tip really is on the sample when sent to (x, y) now (drift, creep)."""
+        dx, dy = self.motion.lateral([self.time_s])[0]
+        return x_m + dx, y_m + dy
+
     def _wait(self, instrument_s: float, started: float) -> None:
         """Sleep until `instrument_s` x realtime has passed since `started` (clock time)."""
         if self.realtime > 0:
@@ -246,7 +253,8 @@ class SimulatedMicroscope:
         pad = int(np.ceil(np.abs(shift_px).max())) + 1 if np.ptp(shift_px) > MAX_UNSHEARED_PX else 0
         gx = x_m + drift[0, 0] + (np.arange(-pad, pixels + pad) - (pixels - 1) / 2) * pitch
         gy = y_m + offsets + drift[:, 1]
-        image = render.topography(self.sample, tip, gx, gy)
+        gain = render.electronic_gain(self.bias_v, self.setpoint_a)
+        image = render.topography(self.sample, tip, gx, gy, gain=gain)
         if pad:
             image = render.sheared(image, shift_px, pad)
         image += self.tilt[0] * (x_m + offsets)[None, :] + self.tilt[1] * gy[:, None]

@@ -18,20 +18,34 @@ FLICKER_NOISE_M = 3e-12  # rms of the 1/f noise of the z signal, over one frame
 LINE_NOISE_M = 3e-12  # rms offset between scan lines
 JUMP_M = 1e-10  # rms tip-height jump of an unstable tip
 STREAK_M = 1.5e-10
+REFERENCE_SETPOINT_A = 25e-12
 STREAK_FILL = 0.25  # fraction of a streaky line's pixels that spike
 CENTRE_GAIN_PER_CONTRAST = 3.0  # a brighter-imaging (contaminated) tip lights up the centre
 
 
-def topography(sample: Sample, tip: Tip, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+def electronic_gain(bias_v: float, setpoint_a: float) -> float:
+    """Apparent height of molecules relative to DeepSPM's imaging conditions (1 V, 25 pA).
+
+    Near the Fermi level the molecular orbitals contribute little (weak molecules at low
+    bias), filled states image a little weaker than empty ones, and a larger setpoint brings
+    the tip closer (slightly stronger corrugation).
+    """
+    orbital = min(max(0.4 + 0.6 * abs(bias_v), 0.3), 2.0) * (0.8 if bias_v < 0 else 1.0)
+    return orbital * (max(setpoint_a, 1e-15) / REFERENCE_SETPOINT_A) ** 0.05
+
+
+def topography(sample: Sample, tip: Tip, gx: np.ndarray, gy: np.ndarray, *,
+               gain: float = 1.0) -> np.ndarray:
     """Constant-current topography: the upper envelope over the tip's protrusions.
 
     Protrusion i at (dx, dy, dz) sees the sample at (x + dx, y + dy); the tip must rise until
     the last of them clears the surface, so the image is max_i(h(x + dx_i, y + dy_i) - dz_i).
     A second protrusion thus prints a ghost of each feature taller than its retraction dz;
     one retracted further than the relief under it is skipped. Contrast scales the molecules
-    (below -1 they invert); a positive contrast also lights up their centres.
+    (below -1 they invert); a positive contrast also lights up their centres. `gain` is the
+    `electronic_gain` of the imaging conditions.
     """
-    looks = {"adsorbate_gain": 1.0 + tip.contrast,
+    looks = {"adsorbate_gain": gain * (1.0 + tip.contrast),
              "centre_gain": 1.0 + CENTRE_GAIN_PER_CONTRAST * max(tip.contrast, 0.0)}
     out = sample.heights(gx, gy, blur_m=tip.blur_m, **looks)
     if len(tip.apexes) == 1:

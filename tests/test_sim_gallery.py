@@ -1,0 +1,26 @@
+"""The gallery shows one image per tip state, and writes a PNG a person can look at."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from deepspm_bluesky.sim import STATES
+from deepspm_bluesky.sim.gallery import draw_gallery, gallery_images
+
+
+def test_the_gallery_has_one_image_per_state_plus_a_dip_and_an_overview():
+    images = gallery_images(seed=0, pixels=32)
+    assert list(images)[:len(STATES)] == list(STATES)
+    assert set(images) - set(STATES) == {"after dip -2.5 nm", "overview 200 nm"}
+
+
+def test_the_gallery_images_show_the_flat_states_flat_and_the_others_not():
+    images = gallery_images(seed=0, pixels=32)
+    flat = {name for name, image in images.items() if np.ptp(image) < 1e-25}
+    assert flat == {"crashed", "no_contact"}
+
+
+def test_draw_gallery_writes_a_png(tmp_path):
+    path = draw_gallery(tmp_path / "gallery.png", seed=1, pixels=32)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.stat().st_size > 20_000
