@@ -241,3 +241,13 @@ def test_a_larger_setpoint_images_molecules_slightly_stronger():
 def test_a_non_positive_setpoint_is_refused():
     with pytest.raises(ValueError, match="setpoint must be positive"):
         SimulatedMicroscope(seed=0).set_setpoint(0.0)
+
+
+def test_a_tip_left_idle_for_days_has_changed_by_its_next_scan():
+    changed = 0
+    for seed in range(20):
+        microscope = SimulatedMicroscope(seed=seed)
+        microscope.idle(5 * 24 * 3600.0)
+        microscope.scan(*FRAME)
+        changed += not microscope.tip.is_good
+    assert changed >= 18  # 1 - exp(-30) per tip: all but a fluke

@@ -95,6 +95,7 @@ class SimulatedMicroscope:
         self._sleep, self._clock = sleep, clock
         self.settle_s = settle_s
         self.time_s = 0.0
+        self._aged_until_s = 0.0
         self.tip: Tip = random_tip(self.rng, tip_state)
         self.bias_v = 1.0
         self.setpoint_a = 25e-12
@@ -131,13 +132,15 @@ class SimulatedMicroscope:
     def scan(self, x_m: float, y_m: float, size_m: float, pixels: int) -> np.ndarray:
         """Image of `pixels` x `pixels` heights (float32, metres) centred at (x, y).
 
-        The tip may first age (a spontaneous change, more likely over clusters); the image
-        is then taken with the tip as it is after the call.
+        The tip may first age (a spontaneous change, more likely over clusters, with a hazard
+        growing with the time since the last scan began); the image is then taken with the
+        tip as it is after the call.
         """
         _check_frame(x_m, y_m, size_m, pixels)
         started = self._clock()
         duration = 2 * pixels * size_m / self.scan_speed_m_s
-        self._age_tip(duration, x_m, y_m, size_m)
+        self._age_tip(self.time_s + duration - self._aged_until_s, x_m, y_m, size_m)
+        self._aged_until_s = self.time_s + duration
         image = self._render(x_m, y_m, size_m, int(pixels))
         self.time_s += duration
         self._wait(duration, started)
@@ -227,10 +230,11 @@ class SimulatedMicroscope:
             if remaining > 0:
                 self._sleep(remaining)
 
-    def _age_tip(self, duration_s: float, x_m: float, y_m: float, size_m: float) -> None:
+    def _age_tip(self, elapsed_s: float, x_m: float, y_m: float, size_m: float) -> None:
+        """One chance of a spontaneous change: per scan, per `elapsed_s`, more over clusters."""
         if self.tip.crashed or not self.tip.in_contact:
             return
-        hazard = DEGRADE_PER_SCAN + duration_s / DEGRADE_TIME_S
+        hazard = DEGRADE_PER_SCAN + elapsed_s / DEGRADE_TIME_S
         debris = self.sample.debris
         near = debris.near(x_m - size_m / 2, x_m + size_m / 2, y_m - size_m / 2, y_m + size_m / 2)
         if np.any(debris.height[near] > DEBRIS_PICKUP_HEIGHT_M):
