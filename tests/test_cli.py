@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +74,36 @@ def test_the_ipython_profile_binds_a_survey_that_runs_as_typed(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "RUNS 1 stm" in result.stdout
     assert read_back(catalog) == "1 (3, 64, 64) float32"
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_survey_over_the_labview_protocol_runs_from_the_command_line(tmp_path):
+    cli = str(BIN / "deepspm-bluesky")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([cli, "labview-server", "--port", str(port), "--seed", "1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not listening(port):
+            assert server.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+        catalog = tmp_path / "cat"
+        result = run([cli, "survey", "--backend", "labview", "--port", str(port), "--images",
+                      "5", "--catalog", str(catalog)])
+        assert result.returncode == 0, result.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert read_back(catalog) == "1 (5, 64, 64) float32"
+
+
+def test_a_network_backend_without_a_port_is_refused_clearly():
+    result = run([str(BIN / "deepspm-bluesky"), "survey", "--backend", "nanonis"])
+    assert result.returncode != 0
+    assert "--port" in result.stderr
