@@ -152,3 +152,9 @@ def test_skipping_far_retracted_protrusions_does_not_change_the_image(seed):
         every = np.max([microscope.sample.heights(gx + dx, gy + dy, blur_m=tip.blur_m) - dz
                         for dx, dy, dz in tip.apexes], axis=0)
         np.testing.assert_allclose(topography(microscope.sample, tip, gx, gy), every, atol=1e-20)
+
+
+def test_tips_compare_equal_by_value():
+    assert Tip() == Tip()
+    assert Tip() != Tip(blur_m=1e-9)
+    assert Tip(apexes=np.vstack([np.zeros(3), GHOST])) != Tip()

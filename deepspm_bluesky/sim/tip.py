@@ -31,7 +31,7 @@ UNSTABLE_VISIBLE = 0.02
 CONTRAST_VISIBLE = 0.3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Tip:
     """Tip geometry and condition.
 
@@ -58,6 +58,15 @@ class Tip:
     contrast: float = 0.0
     crashed: bool = False
     in_contact: bool = True
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Tip):
+            return NotImplemented
+        return np.array_equal(self.apexes, other.apexes) and all(
+            getattr(self, f) == getattr(other, f)
+            for f in ("blur_m", "instability", "contrast", "crashed", "in_contact"))
+
+    __hash__ = None  # mutable array inside: not hashable
 
     @property
     def ghost_apexes(self) -> np.ndarray:
