@@ -24,3 +24,14 @@ def test_draw_gallery_writes_a_png(tmp_path):
     path = draw_gallery(tmp_path / "gallery.png", seed=1, pixels=32)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 20_000
+
+
+def test_the_simulator_imports_neither_bluesky_nor_ophyd_nor_matplotlib():
+    import subprocess
+    import sys
+
+    code = ("import sys, deepspm_bluesky.sim, deepspm_bluesky.sim.gallery; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} "
+            "& {'bluesky', 'ophyd', 'matplotlib', 'torch'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
