@@ -165,8 +165,11 @@ class SimulatedMicroscope:
         self._wait(action.duration_s, started)
 
     def tip_clean(self, x_m: float, y_m: float) -> bool:
-        """Heavy cleaning after a crash at (x, y): a deep crater, a re-formed apex in contact."""
-        self.sample.add_dip_mark(self.rng, *self._true_position(x_m, y_m), 5e-9)
+        """Heavy cleaning after a crash: a re-formed apex, approached again.
+
+        The cleaning runs beside the frame, so the sample at (x, y) keeps only what the
+        crash itself left there.
+        """
         self.tip = reformed_tip(self.rng, GOOD_AFTER_TIP_CLEAN)
         self._settle()
         return True
