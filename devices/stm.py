@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from ophyd import Component as Cpt
 from ophyd import Device, DeviceStatus, Signal
+from ophyd.status import Status
 
 from deepspm_bluesky.actions import Action, ActionTable, load_actions
 
@@ -57,7 +58,7 @@ class LimitedSignal(Signal):
                 f"{self.name}: {value} is outside the safety limits [{self._low}, {self._high}]"
             )
 
-    def set(self, value, **kwargs):
+    def set(self, value, **kwargs) -> Status:
         """Check synchronously (so the caller gets the error), then set as a soft signal."""
         self.check_value(value)
         return super().set(value, **kwargs)

@@ -40,6 +40,7 @@ MOLECULE_REACH_M = 4 * max(LOBE_SIGMA_M, COARSE_SIGMA_M) + LOBE_DISTANCE_M  # ce
 CLUSTERS_PER_M2 = 3e-5 * 1e18
 CLUSTER_HEIGHT_M = (0.4e-9, 1.5e-9)
 CLUSTER_SIGMA_M = (0.5e-9, 2.0e-9)
+Bumps = tuple[np.ndarray, np.ndarray, np.ndarray]  # centres (k, 2), heights (k,), sigmas (k,)
 GEMM_ONE_THREAD_SIZE = 160_000  # m * n * k below OpenBLAS's multi-threading threshold
 
 
@@ -110,7 +111,7 @@ class Gaussians:
         x, y = self.xy[:, 0], self.xy[:, 1]
         return (x + m > x0) & (x - m < x1) & (y + m > y0) & (y - m < y1)
 
-    def bumps(self, x0: float, x1: float, y0: float, y1: float):
+    def bumps(self, x0: float, x1: float, y0: float, y1: float) -> Bumps:
         """(xy, height, sigma) of the bumps that reach into the box."""
         keep = self.near(x0, x1, y0, y1)
         return self.xy[keep], self.height[keep], self.sigma[keep]
@@ -155,7 +156,7 @@ class Molecules:
         return lo + np.flatnonzero((y > y0) & (y < y1))
 
     def bumps(self, x0: float, x1: float, y0: float, y1: float, *, pixel_m: float,
-              blur_m: float = 0.0, centre_gain: float = 1.0):
+              blur_m: float = 0.0, centre_gain: float = 1.0) -> Bumps:
         """(xy, height, sigma) of the molecules in the box.
 
         Five Gaussians per molecule (the centre's height times `centre_gain`), or one round
@@ -197,7 +198,8 @@ class Steps:
             phase=rng.uniform(0, 2 * np.pi, n),
         )
 
-    def near(self, x0: float, x1: float, y0: float, y1: float, blur_m: float = 0.0):
+    def near(self, x0: float, x1: float, y0: float, y1: float,
+             blur_m: float = 0.0) -> tuple[np.ndarray, float]:
         """Mask of the edges that pass through the box, and the constant level of the others."""
         width = np.hypot(STEP_WIDTH_M, blur_m)
         centre = np.array([x0 + x1, y0 + y1]) / 2
@@ -333,7 +335,7 @@ class Sample:
         self.debris.add(*cluster(rng, np.array([x_m, y_m]), height_m))
 
 
-def cluster(rng: np.random.Generator, centre: np.ndarray, height_m: float):
+def cluster(rng: np.random.Generator, centre: np.ndarray, height_m: float) -> Bumps:
     """An irregular cluster: 3-7 Gaussians scattered around `centre`."""
     n = int(rng.integers(3, 8))
     sigma = rng.uniform(*CLUSTER_SIGMA_M, n) / 2
