@@ -10,7 +10,7 @@ import bluesky.plan_stubs as bps
 import numpy as np
 from ophyd import Signal
 
-from deepspm_bluesky.imaging import ImageCheck, check_image
+from deepspm_bluesky.imaging import ImageCheck, ProcessedImage, process_image
 
 from ..devices import STM
 
@@ -33,10 +33,14 @@ class DecisionSignals:
 
 @dataclass(frozen=True)
 class Judgement:
-    """What the plan concluded about one image."""
+    """What the plan concluded about one image: the fast pipeline, then the classifier."""
 
-    check: ImageCheck
+    processed: ProcessedImage
     p_good: float
+
+    @property
+    def check(self) -> ImageCheck:
+        return self.processed.check
 
     @property
     def tip_good(self) -> bool:
@@ -51,16 +55,18 @@ class Judgement:
         return "good" if self.tip_good else "bad"
 
 
-def judge(image: np.ndarray, *, z_range_m: float,
+def judge(image: np.ndarray, stm: STM,
           classifier: Callable[[np.ndarray], float] | None) -> Judgement:
     """Fast checks first; the classifier (if any) only sees images that pass them."""
-    check = check_image(image, z_range_m=z_range_m)
-    p_good = float(classifier(image)) if (classifier is not None and check.ok) else math.nan
-    return Judgement(check, p_good)
+    processed = process_image(image, size_nm=stm.scanner.size_nm.get(),
+                              z_range_m=stm.zctrl.z_range_nm.get() * 1e-9, actions=stm.actions)
+    ok = processed.check.ok
+    p_good = float(classifier(image)) if (classifier is not None and ok) else math.nan
+    return Judgement(processed, p_good)
 
 
 def primary_signals() -> DecisionSignals:
-    return DecisionSignals(check="", verdict="", p_good=math.nan)
+    return DecisionSignals(check="", verdict="", p_good=math.nan, free_nm=math.nan)
 
 
 def scan_image(stm: STM, decisions: DecisionSignals,
@@ -70,10 +76,10 @@ def scan_image(stm: STM, decisions: DecisionSignals,
     yield from bps.create("primary")
     reading = yield from bps.read(stm)
     image = reading[stm.image.name]["value"]
-    z_range_m = stm.zctrl.z_range_nm.get() * 1e-9
-    judgement = judge(image, z_range_m=z_range_m, classifier=classifier)
+    judgement = judge(image, stm, classifier)
     yield from decisions.read(check=judgement.check.verdict, verdict=judgement.verdict,
-                              p_good=judgement.p_good)
+                              p_good=judgement.p_good,
+                              free_nm=judgement.processed.square.size_nm)
     yield from bps.save()
     return image, judgement
 
@@ -82,18 +88,22 @@ def action_signals() -> DecisionSignals:
     return DecisionSignals(action="", action_index=-1, x_nm=math.nan, y_nm=math.nan, reason="")
 
 
-def condition_tip(stm: STM, action_name: str, decisions: DecisionSignals, *, reason: str):
-    """Run one conditioning action at the scanner's centre and record it in `actions`."""
-    yield from bps.mv(stm.conditioner, action_name)
-    yield from record_action(stm, decisions, action_name, stm.actions.index(action_name),
-                             reason=reason)
+def condition_tip(stm: STM, action_name: str, decisions: DecisionSignals, *, reason: str,
+                  x_nm: float | None = None, y_nm: float | None = None):
+    """Run one conditioning action at (x, y) nm (default: the scanner's centre), record it."""
+    x_nm = stm.scanner.x_nm.get() if x_nm is None else x_nm
+    y_nm = stm.scanner.y_nm.get() if y_nm is None else y_nm
+    yield from bps.mv(stm.conditioner, (action_name, x_nm, y_nm))
+    yield from record_action(decisions, action_name, stm.actions.index(action_name),
+                             x_nm=x_nm, y_nm=y_nm, reason=reason)
 
 
-def record_action(stm: STM, decisions: DecisionSignals, name: str, index: int, *, reason: str):
+def record_action(decisions: DecisionSignals, name: str, index: int, *, x_nm: float,
+                  y_nm: float, reason: str):
     """One `actions` event: what was done, where, and why."""
     yield from bps.create("actions")
-    yield from decisions.read(action=name, action_index=index, x_nm=stm.scanner.x_nm.get(),
-                              y_nm=stm.scanner.y_nm.get(), reason=reason)
+    yield from decisions.read(action=name, action_index=index, x_nm=x_nm, y_nm=y_nm,
+                              reason=reason)
     yield from bps.save()
 
 
@@ -102,4 +112,5 @@ def recover(stm: STM, check: ImageCheck, decisions: DecisionSignals):
     command = {"crash": "clean", "no_contact": "approach"}.get(check.verdict)
     if command is not None:
         yield from bps.mv(stm.zctrl, command)
-        yield from record_action(stm, decisions, command, -1, reason=check.verdict)
+        yield from record_action(decisions, command, -1, x_nm=stm.scanner.x_nm.get(),
+                                 y_nm=stm.scanner.y_nm.get(), reason=check.verdict)

@@ -153,3 +153,28 @@ def test_a_failing_instrument_leaves_the_run_closed_with_its_images_stored(RE, c
     run = client[-1]
     assert run.metadata["stop"]["exit_status"] == "fail"
     assert run["primary"]["stm_image"].shape == (4, 64, 64)
+
+
+def test_a_survey_resumed_from_its_navigation_file_scans_new_ground(RE, documents, tmp_path):
+    state = str(tmp_path / "navigation.npz")
+    RE(autonomous_survey(simulated_stm(seed=4), max_images=6, navigation_file=state))
+    first = {(e["data"]["stm_scanner_x_nm"], e["data"]["stm_scanner_y_nm"])
+             for e in events(documents, "primary")}
+    documents.clear()
+    RE(autonomous_survey(simulated_stm(seed=4), max_images=6, navigation_file=state))
+    second = {(e["data"]["stm_scanner_x_nm"], e["data"]["stm_scanner_y_nm"])
+              for e in events(documents, "primary")}
+    assert len(first) == len(second) == 6
+    assert not first & second
+
+
+def test_a_bad_tip_is_conditioned_inside_the_image_it_was_judged_on(RE, documents, stm):
+    RE(autonomous_survey(stm, max_images=3, mode="training", classifier=always(0.0)))
+    primary, actions = events(documents, "primary"), events(documents, "actions")
+    assert len(actions) == 3
+    half = stm.scanner.size_nm.get() / 2
+    for image, action in zip(primary, actions, strict=True):
+        assert action["data"]["reason"] == "bad tip"
+        assert abs(action["data"]["x_nm"] - image["data"]["stm_scanner_x_nm"]) <= half
+        assert abs(action["data"]["y_nm"] - image["data"]["stm_scanner_y_nm"]) <= half
+        assert image["data"]["free_nm"] >= stm.actions.get(action["data"]["action"]).require_free_nm
