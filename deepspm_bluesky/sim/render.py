@@ -16,8 +16,8 @@ from .tip import Tip
 WHITE_NOISE_M = 2e-12
 FLICKER_NOISE_M = 3e-12  # rms of the 1/f noise of the z signal, over one frame
 LINE_NOISE_M = 3e-12  # rms offset between scan lines
-JUMP_M = 1e-10  # rms tip-height jump of an unstable tip
-STREAK_M = 1.5e-10
+JUMP_M = 1.5e-10  # rms height step between the two apex configurations of an unstable tip
+STREAK_M = 0.8e-10
 REFERENCE_SETPOINT_A = 25e-12
 STREAK_FILL = 0.25  # fraction of a streaky line's pixels that spike
 CENTRE_GAIN_PER_CONTRAST = 3.0  # a brighter-imaging (contaminated) tip lights up the centre
@@ -102,20 +102,21 @@ def noise(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
 
 
 def instability(rng: np.random.Generator, level: float, rows: int, cols: int) -> np.ndarray | float:
-    """Artefacts of an unstable tip: height jumps that persist (often mid-line) and streaks.
+    """Artefacts of an unstable tip: jumps between two apex configurations, and streaks.
 
-    Each line jumps with probability `level` at a random pixel, the new height holding until
-    the next jump; each line also streaks with probability `level` (spikes on a quarter of
-    its pixels). Returns 0.0 for a stable tip.
+    The apex flips between two configurations whose heights differ by a step drawn per frame
+    (rms `JUMP_M`); each line flips with probability `level`, at a random pixel, and the
+    height holds until the next flip (telegraph noise, as an atom hopping on the apex). Each
+    line also streaks with probability `level` (spikes on a quarter of its pixels). Returns
+    0.0 for a stable tip.
     """
     if level <= 0:
         return 0.0
     hit = rng.random((2, rows)) < level
-    jumps, streaks = np.flatnonzero(hit[0]), np.flatnonzero(hit[1])
-    out = np.zeros((rows, cols))
-    steps = out.reshape(-1).copy()
-    steps[jumps * cols + rng.integers(0, cols, jumps.size)] = rng.normal(0, JUMP_M, jumps.size)
-    out += np.cumsum(steps).reshape(rows, cols)
+    flips, streaks = np.flatnonzero(hit[0]), np.flatnonzero(hit[1])
+    toggles = np.zeros(rows * cols)
+    toggles[flips * cols + rng.integers(0, cols, flips.size)] = 1
+    out = (np.cumsum(toggles) % 2).reshape(rows, cols) * rng.normal(0, JUMP_M)
     spikes = rng.random((streaks.size, cols)) < STREAK_FILL
     out[streaks] += spikes * np.abs(rng.normal(0, STREAK_M, (streaks.size, cols)))
     return out
