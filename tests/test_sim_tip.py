@@ -158,3 +158,14 @@ def test_tips_compare_equal_by_value():
     assert Tip() == Tip()
     assert Tip() != Tip(blur_m=1e-9)
     assert Tip(apexes=np.vstack([np.zeros(3), GHOST])) != Tip()
+
+
+@pytest.mark.parametrize("state", BAD_STATES + ("good",))
+def test_most_frames_of_an_imaging_tip_stay_below_the_debris_range(state):
+    rng = np.random.default_rng(4)
+    microscope = SimulatedMicroscope(seed=4)
+    below = 0
+    for x, y in rng.uniform(-400e-9, 400e-9, (100, 2)):
+        microscope.tip = random_tip(rng, state)
+        below += np.ptp(plane_removed(microscope.scan(x, y, 10e-9, 64))) < 6e-10
+    assert below >= 85
