@@ -227,3 +227,17 @@ def test_a_failing_scan_fails_the_status_with_the_reason(stm):
     stm.backend.scan = lambda *args: np.full((64, 64), np.nan)
     with pytest.raises(ValueError, match="non-finite pixels"):
         stm.trigger().wait(timeout=10)
+
+
+def test_a_realtime_simulated_stm_paces_its_scans_on_the_injected_clock():
+    now, slept = [0.0], []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    device = simulated_stm(seed=0, realtime=1.0, sleep=sleep, clock=lambda: now[0])
+    slept.clear()
+    device.trigger().wait(timeout=10)
+    assert slept == [pytest.approx(2 * 64 * 10e-9 / 80e-9)]
+    device.destroy()
