@@ -55,6 +55,8 @@ class ScanSpeedControl(Protocol):
 
     Not part of `Backend`, so that controllers without it (the DeepSPM LabVIEW server) stay
     backends; the `STM` device forwards `scanner.speed_nm_s` only to backends that have it.
+    Where the backend also has a numeric `scan_speed_m_s` (attribute or property), the
+    device starts from that speed instead of pushing its default.
     """
 
     def set_scan_speed(self, speed_m_s: float) -> None:
