@@ -20,6 +20,7 @@ JUMP_M = 1.5e-10  # rms height step between the two apex configurations of an un
 STREAK_M = 0.8e-10
 REFERENCE_SETPOINT_A = 25e-12
 STREAK_FILL = 0.25  # fraction of a streaky line's pixels that spike
+ALWAYS_DRAWN_M = 1e-10  # a protrusion retracted less than this is drawn without a bound
 CENTRE_GAIN_PER_CONTRAST = 3.0  # a brighter-imaging (contaminated) tip lights up the centre
 
 
@@ -48,13 +49,16 @@ def topography(sample: Sample, tip: Tip, gx: np.ndarray, gy: np.ndarray, *,
     looks = {"adsorbate_gain": gain * (1.0 + tip.contrast),
              "centre_gain": 1.0 + CENTRE_GAIN_PER_CONTRAST * max(tip.contrast, 0.0)}
     out = sample.heights(gx, gy, blur_m=tip.blur_m, **looks)
-    if len(tip.apexes) == 1:
+    extra = tip.apexes[1:]
+    if len(extra) == 0:
         return out
-    reach = np.abs(tip.apexes[:, :2]).max() + 4 * tip.blur_m
-    relief = sample.relief_bound_m(gx[0] - reach, gx[-1] + reach, gy[0] - reach, gy[-1] + reach,
-                                   **looks)
-    for dx, dy, dz in tip.apexes[1:]:
-        if dz < relief:
+    relief = 0.0
+    if extra[:, 2].max() > ALWAYS_DRAWN_M:  # only a far-retracted protrusion may be skipped
+        reach = np.abs(extra[:, :2]).max() + 4 * tip.blur_m
+        relief = sample.relief_bound_m(gx[0] - reach, gx[-1] + reach, gy[0] - reach,
+                                       gy[-1] + reach, **looks)
+    for dx, dy, dz in extra:
+        if dz <= ALWAYS_DRAWN_M or dz < relief:
             ghost = sample.heights(gx + dx, gy + dy, blur_m=tip.blur_m, **looks)
             np.maximum(out, ghost - dz, out=out)
     return out
