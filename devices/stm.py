@@ -298,7 +298,7 @@ class STM(Device):
 
     def submit(self, work: Callable[[], object]) -> DeviceStatus:
         """Run `work` on the backend thread; the status finishes (or fails) with it."""
-        status = DeviceStatus(self)
+        status = BackendStatus(self)
 
         def run() -> None:
             try:
@@ -323,8 +323,24 @@ class STM(Device):
         return self.submit(scan)
 
     def destroy(self) -> None:
+        """Stop the backend thread and close the instrument connection, if the backend has one."""
         self._executor.shutdown(wait=False)
+        close = getattr(self.backend, "close", None)
+        if callable(close):
+            close()
         super().destroy()
+
+
+class BackendStatus(DeviceStatus):
+    """A DeviceStatus whose repr names the backend's error, so a failed run's reason says why."""
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.done and not self.success:
+            text = f"{text[:-1]}, error={self.exception()!r})"
+        return text
+
+    __repr__ = __str__
 
 
 def checked_image(image: np.ndarray, pixels: int) -> np.ndarray:

@@ -152,6 +152,7 @@ def test_a_failing_instrument_leaves_the_run_closed_with_its_images_stored(RE, c
     assert "stopped answering" in str(failure.value.__cause__)
     run = client[-1]
     assert run.metadata["stop"]["exit_status"] == "fail"
+    assert "stopped answering" in run.metadata["stop"]["reason"]
     assert run["primary"]["stm_image"].shape == (4, 64, 64)
 
 
