@@ -27,19 +27,25 @@ class BackendName(StrEnum):
     nanonis = "nanonis"
 
 
-def _make_stm(backend: BackendName, *, seed: int, host: str, port: int | None):
+class ModeName(StrEnum):
+    operational = "operational"
+    training = "training"
+
+
+def _make_stm(backend: BackendName, *, seed: int, host: str, port: int | None,
+              realtime: float = 0.0):
     from deepspm_bluesky import devices
 
     if backend is BackendName.sim:
-        return devices.simulated_stm(seed=seed)
+        return devices.simulated_stm(seed=seed, realtime=realtime)
     if port is None:
         raise typer.BadParameter(f"--port is needed for the {backend.value} backend")
     factory = {"labview": "labview_stm", "nanonis": "nanonis_stm"}[backend.value]
     return getattr(devices, factory)(host, port)
 
 
-def _run_survey(stm, catalog: Path | None, *, images: int, mode: str,
-                backend: BackendName) -> tuple[str, str]:
+def _run_survey(stm, catalog: Path | None, *, images: int, mode: str, backend: BackendName,
+                navigation_file: Path | None = None) -> tuple[str, str]:
     """Run `autonomous_survey` with a progress bar into the catalog; return (uid, location)."""
     from bluesky import RunEngine
 
@@ -52,7 +58,9 @@ def _run_survey(stm, catalog: Path | None, *, images: int, mode: str,
     engine = RunEngine({}, call_returns_result=False)
     engine.subscribe(tiled_writer(client, batch_size=batch_size_for(backend.value)))
     engine.subscribe(SurveyProgress())
-    (uid,) = engine(autonomous_survey(stm, max_images=images, mode=mode))
+    navigation = str(navigation_file) if navigation_file is not None else None
+    (uid,) = engine(autonomous_survey(stm, max_images=images, mode=mode,
+                                      navigation_file=navigation))
     return uid, location
 
 
@@ -85,13 +93,20 @@ def survey(
     host: Annotated[str, typer.Option(help="Instrument server host.")] = "127.0.0.1",
     port: Annotated[int | None, typer.Option(help="Instrument server port.")] = None,
     images: Annotated[int, typer.Option(min=1, help="Images to take.")] = 100,
-    mode: Annotated[str, typer.Option(help="operational | training")] = "operational",
+    mode: Annotated[ModeName, typer.Option(help="Survey mode.")] = ModeName.operational,
     catalog: CatalogOption = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulated STM.")] = 0,
+    realtime: Annotated[
+        float, typer.Option(min=0.0, help="Simulator only: 1 scans as slowly as a real STM.")
+    ] = 0.0,
+    navigation_file: Annotated[
+        Path | None, typer.Option(help="Keep the navigation state here to resume later.")
+    ] = None,
 ) -> None:
     """Run an autonomous survey on the simulator or a real instrument."""
-    stm = _make_stm(backend, seed=seed, host=host, port=port)
-    uid, location = _run_survey(stm, catalog, images=images, mode=mode, backend=backend)
+    stm = _make_stm(backend, seed=seed, host=host, port=port, realtime=realtime)
+    uid, location = _run_survey(stm, catalog, images=images, mode=mode.value, backend=backend,
+                                navigation_file=navigation_file)
     _print_where(uid, location)
 
 
