@@ -220,13 +220,17 @@ def train_classifier(
     ] = False,
     roc_plot: Annotated[Path | None, typer.Option(help="Save the test ROC curve here.")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
+    time_limit: Annotated[
+        float | None, typer.Option(help="Stop training after this many minutes.")
+    ] = None,
 ) -> None:
     """Train the tip classifier on simulated (or your own) images; print test scores."""
     from deepspm_bluesky.ml.training import TrainingSettings
     from deepspm_bluesky.ml.workflow import DataSizes, train_and_evaluate
 
     settings = TrainingSettings(architecture=architecture, seed=seed, max_steps=steps,
-                                threads=threads)
+                                threads=threads,
+                                time_limit_s=None if time_limit is None else 60 * time_limit)
     sizes = DataSizes(train=train_images, validation=max(2, train_images // 8), test=test_images)
     train_and_evaluate(output, settings=settings, sizes=sizes, data_folder=data,
                        fine_tune=fine_tune, evaluate_only=evaluate_only, roc_plot=roc_plot,

@@ -166,3 +166,10 @@ def test_evaluate_only_reads_the_checkpoint_and_writes_nothing(tmp_path):
     assert "training" not in record and record["data"]["sizes"]["test"] == 10
     assert output.read_bytes() == before
     assert not output.with_suffix(".json").exists()
+
+
+def test_training_stops_at_its_time_limit_after_a_last_validation():
+    settings = TrainingSettings(max_steps=10_000, batch_size=8, eval_every=1000,
+                                time_limit_s=0.0, threads=1)
+    result = train_classifier(_toy_set(16, 0), _toy_set(8, 1), settings, progress=False)
+    assert result.steps == 1 and [h["step"] for h in result.history] == [1]

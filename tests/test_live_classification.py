@@ -94,3 +94,18 @@ def test_the_shipped_classifier_is_the_default(RE, stm, images):
     RE(count([stm], images), live)
     assert len(live.rows) == images
     assert all(0 <= row.p_good <= 1 for row in live.rows)
+
+
+def test_the_survey_and_the_live_callback_agree_on_p_good(RE, stm, documents):
+    from deepspm_bluesky.ml import TipClassifier
+    from deepspm_bluesky.plans import autonomous_survey
+
+    classifier = TipClassifier.pretrained()
+    live = LiveTipClassification(classifier, out=None)
+    RE(autonomous_survey(stm, max_images=4, classifier=classifier), live)
+    primary = {d["uid"] for name, d in documents if name == "descriptor" and d["name"] == "primary"}
+    recorded = [d["data"]["p_good"] for name, d in documents
+                if name == "event" and d["descriptor"] in primary]
+    live_p = [row.p_good for row in live.rows if row.stream == "primary"]
+    assert len(recorded) == 4
+    np.testing.assert_allclose(live_p, recorded, rtol=1e-6, equal_nan=True)

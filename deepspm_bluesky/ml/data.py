@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from deepspm_bluesky import sim
-from deepspm_bluesky.imaging import check_image
+from deepspm_bluesky.imaging import check_image, flatten_plane, normalize
 
 from .preprocessing import PIXELS, preprocess
 
@@ -111,7 +111,8 @@ def _draw_tip(rng: np.random.Generator, state: str, subtle: bool) -> sim.Tip:
 
 def _scan_state(microscope: sim.SimulatedMicroscope, rng: np.random.Generator, state: str,
                 subtle: bool, pixels: int) -> np.ndarray:
-    """A frame taken by a fresh tip in `state` at a random place, that passes the fast checks.
+    """A frame taken by a fresh tip in `state` at a random place that passes the fast checks,
+    normalised as in the pipeline (`flatten_plane`, then `normalize`).
 
     Frames that fail the checks (crash, contact, debris) are drawn again with a new tip and
     place: the set then holds the tips and frames the classifier meets in the pipeline. The
@@ -123,9 +124,10 @@ def _scan_state(microscope: sim.SimulatedMicroscope, rng: np.random.Generator, s
         microscope.tip = _draw_tip(rng, state, subtle)
         x, y = rng.uniform(-half, half, 2)
         image = microscope.scan(x, y, FRAME_SIZE_M, pixels)
-        passed = check_image(image, z_range_m=microscope.z_range_m()).ok
+        flat = flatten_plane(image)
+        passed = check_image(image, z_range_m=microscope.z_range_m(), flattened=flat).ok
         if passed and microscope.tip.state == state:
-            return image
+            return normalize(flat)
     raise RuntimeError(f"no frame of a tip in state {state!r} passed the image checks "
                        f"in {MAX_TRIES} tries")
 
@@ -181,8 +183,7 @@ def simulated_dataset(
         if i % IMAGES_PER_AREA == 0:
             microscope = sim.SimulatedMicroscope(seed=int(rng.integers(2**31)))
         subtle = state != "good" and rng.random() < subtle_fraction
-        raw = _scan_state(microscope, rng, state, subtle, pixels)
-        images[i] = preprocess(raw, normalized=False, pixels=pixels)[0]
+        images[i] = _scan_state(microscope, rng, state, subtle, pixels)
         labels[i] = float(state == "good")
         recorded[i] = state
         if progress is not None:

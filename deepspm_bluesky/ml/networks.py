@@ -27,31 +27,36 @@ def _conv_block(in_channels: int, out_channels: int, layers: int) -> nn.Sequenti
 
 
 class CompactNet(nn.Module):
-    """Small CNN for the CPU: four conv blocks (16-96 channels), global pooling, one logit.
+    """Small CNN for the CPU: a strided stem, three conv blocks (32-96 channels), global
+    pooling, one logit.
 
-    Global average and max pooling side by side keep both "how much of the frame" (blur,
-    contrast) and "is there one strong feature anywhere" (a streak, a ghost) after the trunk.
-    About 0.2 M parameters; a forward pass of one 64 x 64 image costs a few tens of MFLOPs.
+    The stem (4 x 4 convolution, stride 2, 16 channels) halves the image at once, which
+    halves the cost of training and inference against a full-resolution first block at the
+    same validation ROC-AUC on simulated data. Global average and max pooling side by side
+    keep both "how much of the frame" (blur, contrast) and "is there one strong feature
+    anywhere" (a streak, a ghost). About 0.2 M parameters.
 
     Parameters
     ----------
     channels
-        Output channels of the four blocks.
+        Channels of the stem and of the three blocks that follow it.
     dropout
         Dropout before the final layer.
     """
 
     def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 96), dropout: float = 0.3):
         super().__init__()
-        blocks, previous = [], 1
-        for i, width in enumerate(channels):
-            blocks.append(_conv_block(previous, width, 1 if i == 0 else 2))
-            previous = width
-        self.trunk = nn.Sequential(*blocks)
+        stem = nn.Sequential(
+            nn.Conv2d(1, channels[0], 4, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(channels[0]),
+            nn.ReLU(inplace=True),
+        )
+        blocks = [_conv_block(a, b, 2) for a, b in zip(channels, channels[1:], strict=False)]
+        self.trunk = nn.Sequential(stem, *blocks)
         self.avg_pool = nn.AdaptiveAvgPool2d(1)
         self.max_pool = nn.AdaptiveMaxPool2d(1)
         self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(2 * previous, 64), nn.ReLU(inplace=True),
+            nn.Flatten(), nn.Linear(2 * channels[-1], 64), nn.ReLU(inplace=True),
             nn.Dropout(dropout), nn.Linear(64, 1),
         )
 

@@ -49,6 +49,9 @@ class TrainingSettings:
         Kept small: a changed contrast is itself the sign of a contaminated tip.
     threads
         torch CPU threads during training.
+    time_limit_s
+        Stop (after one last validation) once training has run this long; None: no limit.
+        A safety on a busy machine; the steps actually run are recorded.
     """
 
     architecture: str = "compact"
@@ -65,6 +68,7 @@ class TrainingSettings:
     contrast: float = 0.08
     brightness: float = 0.05
     threads: int = 2
+    time_limit_s: float | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -201,7 +205,9 @@ def _train(train, validation, settings, checkpoint, initial, progress) -> Traini
         loss.backward()
         optimizer.step()
         schedule.step()
-        if step % settings.eval_every and step != settings.max_steps:
+        out_of_time = (settings.time_limit_s is not None
+                       and time.perf_counter() - start > settings.time_limit_s)
+        if step % settings.eval_every and step != settings.max_steps and not out_of_time:
             continue
         auc, val_loss = _validate(classifier, validation, loss_fn)
         train_loss = loss.item()
@@ -215,8 +221,8 @@ def _train(train, validation, settings, checkpoint, initial, progress) -> Traini
                 _with_state(classifier, best_state, settings, best_key[0], step).save(checkpoint)
         else:
             waited += 1
-            if waited >= settings.patience:
-                break
+        if waited >= settings.patience or out_of_time:
+            break
     bar.close()
     best = _with_state(classifier, best_state, settings, best_key[0], best_step)
     return TrainingResult(best, best_key[0], best_step, step, time.perf_counter() - start, history)
