@@ -86,3 +86,16 @@ def test_a_file_of_the_wrong_shape_is_named_in_the_error(tmp_path):
     np.save(tmp_path / "good" / "small.npy", np.zeros((32, 32)))
     with pytest.raises(ValueError, match="small.npy"):
         load_folder(tmp_path)
+
+
+def test_only_bad_tips_are_marked_subtle_and_grouped_apart(small_set):
+    assert not small_set.subtle[small_set.states == "good"].any()
+    assert small_set.subtle.any()
+    groups = small_set.groups[small_set.subtle]
+    assert all(group.endswith(" (subtle)") for group in groups)
+
+
+def test_subsets_and_splits_keep_the_subtle_flags(small_set):
+    train, test = small_set.split(0.25, seed=0)
+    assert (len(train), len(test)) == (30, 10)
+    assert train.subtle.sum() + test.subtle.sum() == small_set.subtle.sum()

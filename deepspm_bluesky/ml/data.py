@@ -35,6 +35,9 @@ def imaging_bad_states() -> tuple[str, ...]:
     return tuple(s for s in sim.STATES if s != "good" and s not in NOT_IMAGING_STATES)
 
 
+FIELDS = ("images", "labels", "states", "subtle")
+
+
 @dataclass
 class LabelledImages:
     """Normalised images with their labels and the tip state that made each one.
@@ -47,25 +50,36 @@ class LabelledImages:
         float32, shape (n,), 1 for a good tip, 0 for a bad one.
     states
         str, shape (n,), the tip state ("good", "double", ...; "bad" for user data).
+    subtle
+        bool, shape (n,), True for a bad tip drawn just past the visibility limit of its
+        state; default all False.
     """
 
     images: np.ndarray
     labels: np.ndarray
     states: np.ndarray
+    subtle: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
-        if len(self.labels) != n or len(self.states) != n:
-            raise ValueError(
-                f"{n} images but {len(self.labels)} labels and {len(self.states)} states"
-            )
+        if self.subtle is None:
+            self.subtle = np.zeros(n, bool)
+        if not len(self.labels) == len(self.states) == len(self.subtle) == n:
+            raise ValueError(f"{n} images but {len(self.labels)} labels, {len(self.states)} "
+                             f"states and {len(self.subtle)} subtle flags")
 
     def __len__(self) -> int:
         return len(self.images)
 
+    @property
+    def groups(self) -> np.ndarray:
+        """The state of each image, with " (subtle)" added for the subtle ones."""
+        return np.where(self.subtle, np.char.add(self.states.astype(str), " (subtle)"),
+                        self.states)
+
     def subset(self, indices: np.ndarray) -> LabelledImages:
         """The images at `indices`, in that order."""
-        return LabelledImages(self.images[indices], self.labels[indices], self.states[indices])
+        return LabelledImages(*(getattr(self, f)[indices] for f in FIELDS))
 
     def split(self, fraction: float, *, seed: int) -> tuple[LabelledImages, LabelledImages]:
         """Random split into (1 - fraction, fraction) of the images, e.g. train / validation."""
@@ -75,8 +89,7 @@ class LabelledImages:
 
     @classmethod
     def concatenate(cls, parts: Sequence[LabelledImages]) -> LabelledImages:
-        return cls(*(np.concatenate([getattr(p, f) for p in parts])
-                     for f in ("images", "labels", "states")))
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in FIELDS))
 
 
 # -- simulated data --------------------------------------------------------------------------
@@ -169,7 +182,7 @@ def simulated_dataset(
     Returns
     -------
     LabelledImages
-        Normalised images, labels (1 = good) and states.
+        Normalised images, labels (1 = good), states and which tips are subtle.
     """
     if n_images < 2:
         raise ValueError(f"need at least 2 images for a balanced set, got {n_images}")
@@ -178,17 +191,18 @@ def simulated_dataset(
     images = np.empty((n_images, pixels, pixels), np.float32)
     labels = np.empty(n_images, np.float32)
     recorded = np.empty(n_images, dtype=object)
+    subtle = np.zeros(n_images, bool)
     microscope = None
     for i, state in enumerate(states):
         if i % IMAGES_PER_AREA == 0:
             microscope = sim.SimulatedMicroscope(seed=int(rng.integers(2**31)))
-        subtle = state != "good" and rng.random() < subtle_fraction
-        images[i] = _scan_state(microscope, rng, state, subtle, pixels)
+        subtle[i] = state != "good" and rng.random() < subtle_fraction
+        images[i] = _scan_state(microscope, rng, state, subtle[i], pixels)
         labels[i] = float(state == "good")
         recorded[i] = state
         if progress is not None:
             progress(1)
-    return LabelledImages(images, labels, recorded.astype(str))
+    return LabelledImages(images, labels, recorded.astype(str), subtle)
 
 
 # -- images from disk ------------------------------------------------------------------------

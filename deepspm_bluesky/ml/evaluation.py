@@ -81,7 +81,7 @@ class Evaluation:
             f"  good    {fn:6d}  {tp:6d}",
             "accuracy by tip state",
         ]
-        lines += [f"  {state:<14s}{acc:.4f}  (n={self.count_by_state[state]})"
+        lines += [f"  {state:<24s}{acc:.4f}  (n={self.count_by_state[state]})"
                   for state, acc in self.accuracy_by_state.items()]
         return "\n".join(lines)
 

@@ -65,9 +65,10 @@ def make_datasets(seed: int, sizes: DataSizes, data_folder: str | Path | None = 
 
 
 def evaluate_classifier(classifier: TipClassifier, data: LabelledImages) -> Evaluation:
-    """Scores of `classifier` on a labelled set, at the classifier's threshold."""
+    """Scores of `classifier` on a labelled set, at the classifier's threshold; accuracy by
+    tip state, with subtle tips apart ("double (subtle)")."""
     scores = classifier.predict(data.images, normalized=True)
-    return evaluate_scores(data.labels, scores, data.states, threshold=classifier.threshold)
+    return evaluate_scores(data.labels, scores, data.groups, threshold=classifier.threshold)
 
 
 def machine_load() -> dict:
