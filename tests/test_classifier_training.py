@@ -173,3 +173,12 @@ def test_training_stops_at_its_time_limit_after_a_last_validation():
                                 time_limit_s=0.0, threads=1)
     result = train_classifier(_toy_set(16, 0), _toy_set(8, 1), settings, progress=False)
     assert result.steps == 1 and [h["step"] for h in result.history] == [1]
+
+
+def test_a_fine_tuned_classifier_records_the_architecture_it_started_from():
+    initial = TipClassifier("linear", network=_LinearNet())
+    result = train_classifier(_toy_set(16, 0), _toy_set(8, 1),
+                              TrainingSettings(max_steps=1, batch_size=8, threads=1),
+                              initial=initial, progress=False)
+    assert result.classifier.architecture == "linear"
+    assert result.classifier.metadata["settings"]["architecture"] == "linear"

@@ -159,7 +159,7 @@ def train_classifier(
         If given, the best classifier so far is saved here at every improvement.
     initial
         Start from this classifier's weights (fine-tuning), e.g. `TipClassifier.pretrained()`;
-        it is copied, not changed.
+        it is copied, not changed, and its architecture replaces `settings.architecture`.
     progress
         Show a tqdm progress bar with the loss and validation ROC-AUC.
 
@@ -232,7 +232,9 @@ def _with_state(classifier: TipClassifier, state: dict, settings: TrainingSettin
                 auc: float, step: int) -> TipClassifier:
     network = copy.deepcopy(classifier.network)
     network.load_state_dict(state)
-    metadata = {"settings": settings.as_dict(), "validation_auc": auc, "best_step": step,
+    # a fine-tuned classifier keeps the architecture of the one it started from
+    used = {**settings.as_dict(), "architecture": classifier.architecture}
+    metadata = {"settings": used, "validation_auc": auc, "best_step": step,
                 "torch": str(torch.__version__)}
     return TipClassifier(classifier.architecture, network=network,
                          threshold=classifier.threshold, metadata=metadata)
