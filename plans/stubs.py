@@ -44,8 +44,8 @@ class Judgement:
 
     @property
     def tip_good(self) -> bool:
-        """Checks passed and, where a classifier spoke, P(good) >= 0.9."""
-        return self.check.ok and (math.isnan(self.p_good) or self.p_good >= GOOD_TIP_THRESHOLD)
+        """Checks passed and the classifier gave P(good) >= 0.9."""
+        return self.check.ok and self.p_good >= GOOD_TIP_THRESHOLD
 
     @property
     def verdict(self) -> str:
@@ -56,12 +56,12 @@ class Judgement:
 
 
 def judge(image: np.ndarray, stm: STM,
-          classifier: Callable[[np.ndarray], float] | None) -> Judgement:
-    """Fast checks first; the classifier (if any) only sees images that pass them."""
+          classifier: Callable[[np.ndarray], float]) -> Judgement:
+    """Fast checks first; the classifier only sees images that pass them (else P = NaN)."""
     processed = process_image(image, size_nm=stm.scanner.size_nm.get(),
                               z_range_m=stm.zctrl.z_range_nm.get() * 1e-9, actions=stm.actions)
     ok = processed.check.ok
-    p_good = float(classifier(image)) if (classifier is not None and ok) else math.nan
+    p_good = float(classifier(image)) if ok else math.nan
     return Judgement(processed, p_good)
 
 
@@ -70,7 +70,7 @@ def primary_signals() -> DecisionSignals:
 
 
 def scan_image(stm: STM, decisions: DecisionSignals,
-               classifier: Callable[[np.ndarray], float] | None = None):
+               classifier: Callable[[np.ndarray], float]):
     """Scan, judge and record one image with its verdict as one `primary` event."""
     yield from bps.trigger(stm, wait=True)
     yield from bps.create("primary")

@@ -11,6 +11,7 @@ import numpy as np
 from bluesky.utils import MsgGenerator
 
 from deepspm_bluesky.imaging import FreeSquare
+from deepspm_bluesky.ml import TipClassifier
 from deepspm_bluesky.navigation import CRASH_RADIUS_NM, Navigator
 
 from ..devices import STM
@@ -79,7 +80,8 @@ def autonomous_survey(
         ``"operational"`` conditions after 10 bad images in a row; ``"training"`` conditions
         at once and damages a good tip again with 5 random reset actions.
     classifier
-        Callable returning P(good tip) for a raw image; None judges by the checks alone.
+        Callable returning P(good tip) for a raw image; None uses the shipped
+        `deepspm_bluesky.ml.TipClassifier.pretrained()`.
     agent
         Object with ``suggest(image, allowed) -> action index``; None picks at random.
     navigation_file
@@ -99,6 +101,7 @@ def autonomous_survey(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if max_images < 1:
         raise ValueError(f"max_images must be >= 1, got {max_images}")
+    classifier = classifier if classifier is not None else TipClassifier.pretrained()
     agent = agent if agent is not None else RandomAgent()
     nav = _navigator(stm, navigation_file)
     _md = plan_metadata(

@@ -10,6 +10,7 @@ from bluesky.utils import FailedStatus
 from deepspm_bluesky.callbacks import SurveyProgress
 from deepspm_bluesky.data import open_catalog, tiled_writer
 from deepspm_bluesky.devices import STM, simulated_stm
+from deepspm_bluesky.ml import TipClassifier
 from deepspm_bluesky.plans import autonomous_survey
 from deepspm_bluesky.sim import SimulatedMicroscope
 
@@ -179,3 +180,15 @@ def test_a_bad_tip_is_conditioned_inside_the_image_it_was_judged_on(RE, document
         assert abs(action["data"]["x_nm"] - image["data"]["stm_scanner_x_nm"]) <= half
         assert abs(action["data"]["y_nm"] - image["data"]["stm_scanner_y_nm"]) <= half
         assert image["data"]["free_nm"] >= stm.actions.get(action["data"]["action"]).require_free_nm
+
+
+def test_by_default_the_shipped_classifier_judges_every_clean_image(RE, documents, stm):
+    RE(autonomous_survey(stm, max_images=4))
+    primary = [e for e in events(documents, "primary") if e["data"]["check"] == "ok"]
+    assert primary
+    images = np.stack([np.asarray(e["data"]["stm_image"]) for e in primary])
+    expected = TipClassifier.pretrained().predict(images)
+    recorded = [e["data"]["p_good"] for e in primary]
+    np.testing.assert_allclose(recorded, expected, rtol=1e-5)
+    for event, p in zip(primary, recorded, strict=True):
+        assert event["data"]["verdict"] == ("good" if p >= 0.9 else "bad")
