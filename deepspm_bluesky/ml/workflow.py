@@ -130,6 +130,7 @@ def train_and_evaluate(
         if evaluate_only:
             classifier = (TipClassifier.load(output) if output.exists()
                           else TipClassifier.pretrained())
+            echo(f"evaluating {output if output.exists() else 'the shipped weights'}")
         else:
             initial = TipClassifier.pretrained() if fine_tune else None
             result = train_classifier(data["train"], data["validation"], settings,
