@@ -201,20 +201,6 @@ def test_the_servers_import_neither_bluesky_nor_ophyd():
     assert result.stdout.strip() == "[]"
 
 
-class BrokenCleaner(SimulatedMicroscope):
-    def tip_clean(self, x_m: float, y_m: float) -> bool:
-        raise RuntimeError("cleaning pad missing")
-
-
-def test_a_failing_simulator_is_reported_and_the_server_keeps_serving():
-    with LabVIEWServer(BrokenCleaner(seed=SEED)) as broken:
-        backend = LabVIEWBackend(*broken.address, **FAST)
-        with pytest.raises(InstrumentError, match="RuntimeError: cleaning pad missing"):
-            backend.tip_clean(0, 0)
-        assert backend.scan(0, 0, 10e-9, 64).shape == (64, 64)
-        backend.close()
-
-
 def test_an_unknown_timeout_kind_is_refused():
     with pytest.raises(ValueError, match="unknown request kinds"):
         LabVIEWBackend("127.0.0.1", 1, timeouts_s={"scna": 1.0})

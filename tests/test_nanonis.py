@@ -251,20 +251,6 @@ def test_pixels_the_controller_rounds_are_refused_before_scanning():
         backend.close()
 
 
-class BrokenCleaner(SimulatedMicroscope):
-    def tip_clean(self, x_m: float, y_m: float) -> bool:
-        raise RuntimeError("cleaning pad missing")
-
-
-def test_a_failing_simulator_is_reported_and_the_fake_controller_keeps_serving():
-    with NanonisServer(BrokenCleaner(seed=SEED)) as broken:
-        backend = NanonisBackend(*broken.address, **FAST)
-        with pytest.raises(InstrumentError, match="RuntimeError: cleaning pad missing"):
-            backend.tip_clean(0, 0)
-        assert backend.scan(0, 0, 10e-9, 64).shape == (64, 64)
-        backend.close()
-
-
 def test_unknown_timeout_kinds_and_upward_cleaning_dips_are_refused():
     with pytest.raises(ValueError, match="unknown operation kinds"):
         NanonisBackend("127.0.0.1", 1, timeouts_s={"scna": 1.0})
