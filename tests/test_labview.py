@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
@@ -172,25 +171,6 @@ def test_bias_and_setpoint_reach_the_simulator(server, backend):
 def test_a_refused_request_raises_an_instrument_error_naming_it(backend):
     with pytest.raises(InstrumentError, match=r"tipshaping\(.*dip depth must be <= 0"):
         backend._text("tipshaping(0,0,1n,0,0)")
-
-
-def test_requests_from_two_threads_never_mix_on_the_wire(server, backend):
-    errors = []
-
-    def set_bias_repeatedly() -> None:
-        try:
-            for i in range(40):
-                backend.set_bias(1.0 + i / 100)
-        except Exception as exc:  # reported below, on the test's thread
-            errors.append(exc)
-
-    other = threading.Thread(target=set_bias_repeatedly)
-    other.start()
-    images = [backend.scan(i * 10e-9, 0, 10e-9, 64) for i in range(20)]
-    other.join()
-    assert errors == []
-    assert all(image.shape == (64, 64) and np.isfinite(image).all() for image in images)
-    assert server.microscope.bias_v == pytest.approx(1.39)
 
 
 def test_the_servers_import_neither_bluesky_nor_ophyd():

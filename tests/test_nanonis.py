@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 
 import numpy as np
 import pytest
@@ -198,25 +197,6 @@ def test_bias_and_setpoint_reach_the_controller_in_volts_and_amperes(server, bac
 def test_any_other_command_runs_with_the_backends_deadlines(server, backend):
     assert backend.command("Bias_Get") == [pytest.approx(1.0)]
     assert server.received == ["Bias.Get"]
-
-
-def test_operations_from_two_threads_never_mix_on_the_wire(server, backend):
-    errors = []
-
-    def set_bias_repeatedly() -> None:
-        try:
-            for i in range(40):
-                backend.set_bias(1.0 + i / 100)
-        except Exception as exc:  # reported below, on the test's thread
-            errors.append(exc)
-
-    other = threading.Thread(target=set_bias_repeatedly)
-    other.start()
-    images = [backend.scan(i * 10e-9, 0, 10e-9, 64) for i in range(20)]
-    other.join()
-    assert errors == []
-    assert all(image.shape == (64, 64) and np.isfinite(image).all() for image in images)
-    assert server.microscope.bias_v == pytest.approx(1.39, rel=1e-6)
 
 
 def test_the_device_starts_from_the_controllers_scan_speed_and_sets_it(server):
