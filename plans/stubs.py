@@ -11,10 +11,9 @@ import numpy as np
 from ophyd import Signal
 
 from deepspm_bluesky.imaging import ImageCheck, ProcessedImage, process_image
+from deepspm_bluesky.ml.evaluation import GOOD_TIP_THRESHOLD
 
 from ..devices import STM
-
-GOOD_TIP_THRESHOLD = 0.9  # DeepSPM counts the tip as good when P(good) >= 0.9
 
 
 class DecisionSignals:

@@ -119,9 +119,11 @@ def autonomous_survey(
 
     def move_on():
         """Next free spot; a fresh approach area when this one is used up."""
-        if nav.exhausted:
+        location = nav.next_location()
+        if location is None:
             yield from new_area()
-        x_nm, y_nm = nav.next_location()
+            location = nav.next_location()
+        x_nm, y_nm = location
         yield from bps.mv(stm.scanner.x_nm, x_nm, stm.scanner.y_nm, y_nm)
         nav.move_to(x_nm, y_nm)
 
