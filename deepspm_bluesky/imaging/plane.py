@@ -19,6 +19,10 @@ _COARSE_SCHEDULE = (4.0, 2.0)
 _FINE_SCHEDULE = (1.0,)
 _HYPOTHESES = 16  # sampled 3-point planes that compete with the start on large images
 SAMPLED_ABOVE_PX = 64
+_TERRACE_ROUNDS = 3  # least-squares refits to the whole dominant terrace (see `_terrace`)
+NOISE_PER_DIFFERENCE = 1.0  # the terrace's height bins are no narrower than the median
+# |difference| of neighbouring pixels along the fast axis (the noise of a real scanner)
+_TERRACE_FLOOR = 0.1  # a height bin belongs to the terrace while it holds this much of its peak
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,12 @@ def fit_plane(image: np.ndarray, *, threshold_m: float = PLANE_THRESHOLD_M) -> P
     the pixels of the full image within 1 threshold. Images of more than 64 pixels a side
     (long scans, where creep bends the slow axis) also refine the best of 16 seeded
     three-pixel planes on the coarse grid and keep whichever start gathers more pixels.
+    Before the final refit, the plane is refitted three times to the whole dominant terrace
+    (the block of height bins around the fullest one, up to the nearly empty bins a step
+    edge or a cluster's rim leaves) and its offset set to the densest level again: on an
+    atomically corrugated surface, where the corrugation spans many thresholds, a thin
+    consensus would otherwise keep the tilt of its start (up to ~300 pm across a 256-px
+    frame with a cluster in a corner; RANSAC's random search finds the level plane).
     Like RANSAC's, the result is the least-squares plane of a 5 pm consensus set, at a
     small fraction of the cost. Measured (``python -m benchmarks bench_imaging``) on
     simulated scans, it differs from RANSAC's plane about as much as two RANSAC runs with
@@ -213,6 +223,58 @@ def _refit(z: np.ndarray, axes: tuple[np.ndarray, ...], coef: tuple[float, float
     return coef, fitted_to
 
 
+def _terrace_band(residual: np.ndarray, width: float) -> tuple[float, float]:
+    """Height window of the dominant terrace: the run of `width` bins around the fullest one
+    in which every bin holds at least `_TERRACE_FLOOR` of its count (and two pixels).
+
+    An atomically corrugated terrace fills a block of neighbouring bins; a step edge leaves
+    a gap of nearly empty bins before the next terrace, and a cluster spreads its few pixels
+    per bin thinly over its whole height.
+    """
+    low = float(residual.min())
+    span = (float(residual.max()) - low) / width
+    if span > 64 * residual.size:  # a wild outlier: no histogram, keep a narrow window
+        return -2.0 * width, 2.0 * width
+    counts = np.bincount(((residual - low) * (1.0 / width)).astype(np.intp, copy=False).ravel())
+    peak = int(np.argmax(counts))
+    sparse = counts < max(2.0, _TERRACE_FLOOR * counts[peak])
+    below, above = sparse[peak::-1], sparse[peak:]  # outwards from the peak
+    first = peak - int(np.argmax(below)) + 1 if below.any() else 0
+    last = peak + int(np.argmax(above)) if above.any() else counts.size
+    return low + first * width, low + last * width
+
+
+def _terrace(z: np.ndarray, axes: tuple[np.ndarray, ...], coef: tuple[float, float, float],
+             threshold_m: float, noise_m: float) -> tuple[float, float, float] | None:
+    """Least-squares refits to every pixel of the dominant terrace (`_terrace_band`), or
+    None when the terrace is no thicker than the widest consensus (nothing to change).
+
+    A consensus of a few pm is a thin slice through an atomically corrugated terrace, and
+    nearly any slice is its own fixed point, so the plane stays as tilted as its start;
+    fitting the whole terrace averages the corrugation out.
+    """
+    rows, cols, row_powers, col_powers = axes
+    residual = np.empty_like(z)
+    stacked = np.empty((2, *z.shape))
+    width = max(threshold_m, noise_m)
+    for round_ in range(_TERRACE_ROUNDS):
+        np.subtract(z, (coef[0] + coef[1] * rows)[:, None], out=residual)
+        residual -= coef[2] * cols
+        low, high = _terrace_band(residual, width)
+        if round_ == 0 and high - low <= 2 * _COARSE_SCHEDULE[0] * threshold_m:
+            return None  # the widest consensus refit already held the whole terrace
+        np.greater_equal(residual, low, out=stacked[0], casting="unsafe")
+        stacked[0] *= residual <= high
+        np.multiply(stacked[0], z, out=stacked[1])
+        moments = row_powers @ (stacked.reshape(-1, z.shape[1]) @ col_powers).reshape(
+            2, z.shape[0], 3)
+        refit = _solve_normal(moments[0], moments[1])
+        if refit is None:
+            break
+        coef = refit
+    return coef
+
+
 def _fit_plane(image: np.ndarray, threshold_m: float) -> PlaneFit:
     """`fit_plane` of a validated image."""
     if min(image.shape) < 2:
@@ -229,6 +291,12 @@ def _fit_plane(image: np.ndarray, threshold_m: float) -> PlaneFit:
         starts.append(_sampled_start(coarse, coarse_axes, threshold_m))
     coef, fitted_to = max((_refit(coarse, coarse_axes, start, _COARSE_SCHEDULE, threshold_m)
                            for start in starts), key=lambda fit: fit[1])
+    noise_m = NOISE_PER_DIFFERENCE * _median(np.abs(np.diff(z[::4 * step], axis=1)))
+    terrace = _terrace(coarse, coarse_axes, coef, threshold_m, noise_m)
+    if terrace is not None:  # a rough terrace: its slopes, at its densest level
+        rows, cols = coarse_axes[:2]
+        tilt = (terrace[1] * rows)[:, None] + (terrace[2] * cols)[None, :]
+        coef = (_densest_level(coarse - tilt, threshold_m), terrace[1], terrace[2])
     axes = coarse_axes if step == 1 else _axes(image.shape, 1)
     coef, fitted_to = _refit(z, axes, coef, _FINE_SCHEDULE, threshold_m, fitted_to)
     return PlaneFit(coef[0] + base, coef[1], coef[2], fitted_to, threshold_m)
