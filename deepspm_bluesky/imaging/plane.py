@@ -21,7 +21,7 @@ _HYPOTHESES = 16  # sampled 3-point planes that compete with the start on large 
 SAMPLED_ABOVE_PX = 64
 _TERRACE_ROUNDS = 3  # least-squares refits to the whole dominant terrace (see `_terrace`)
 NOISE_PER_DIFFERENCE = 1.0  # the terrace's height bins are no narrower than the median
-# |difference| of neighbouring pixels along the fast axis (the noise of a real scanner)
+# absolute deviation of neighbouring pixels' differences along the fast axis (scanner noise)
 _TERRACE_FLOOR = 0.1  # a height bin belongs to the terrace while it holds this much of its peak
 
 
@@ -291,7 +291,9 @@ def _fit_plane(image: np.ndarray, threshold_m: float) -> PlaneFit:
         starts.append(_sampled_start(coarse, coarse_axes, threshold_m))
     coef, fitted_to = max((_refit(coarse, coarse_axes, start, _COARSE_SCHEDULE, threshold_m)
                            for start in starts), key=lambda fit: fit[1])
-    noise_m = NOISE_PER_DIFFERENCE * _median(np.abs(np.diff(z[::4 * step], axis=1)))
+    differences = np.diff(z[::4 * step], axis=1)  # along the fast axis, a few lines
+    differences -= _median(differences)  # the tilt's share
+    noise_m = NOISE_PER_DIFFERENCE * _median(np.abs(differences))
     terrace = _terrace(coarse, coarse_axes, coef, threshold_m, noise_m)
     if terrace is not None:  # a rough terrace: its slopes, at its densest level
         rows, cols = coarse_axes[:2]
