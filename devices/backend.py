@@ -13,6 +13,10 @@ import numpy as np
 
 from deepspm_bluesky.actions import Action
 
+DEFAULT_SCAN_SPEED_M_S = 80e-9  # DeepSPM's tip speed along a line (Krull et al., Methods)
+SCAN_TIMEOUT_FACTOR = 2.0  # a scan may take this many times its expected duration ...
+SCAN_TIMEOUT_MARGIN_S = 120.0  # ... plus this (settling, drift waits, the server's own work)
+
 
 @runtime_checkable
 class Backend(Protocol):
@@ -61,3 +65,41 @@ class ScanSpeedControl(Protocol):
 
     def set_scan_speed(self, speed_m_s: float) -> None:
         """Set the tip speed along a scan line in m/s."""
+
+
+@runtime_checkable
+class ScanTimeouts(Protocol):
+    """Optional: a backend whose scan timeout follows the frame and the tip speed.
+
+    The `STM` device tells it the speed of ``scanner.speed_nm_s`` at the start and at every
+    change, so that a 512-px frame at 20 nm/s is waited for as long as it takes.
+    """
+
+    def use_scan_speed(self, speed_m_s: float) -> None:
+        """The tip speed along a line (m/s) the instrument scans at."""
+
+
+def scan_duration_s(size_m: float, lines: int, speed_m_s: float) -> float:
+    """Expected time of a frame: each of `lines` lines of side `size_m`, forward and back.
+
+    Examples
+    --------
+    >>> scan_duration_s(10e-9, 64, 80e-9)   # DeepSPM's frame
+    16.0
+    """
+    if not speed_m_s > 0:
+        raise ValueError(f"scan speed must be positive, got {speed_m_s} m/s")
+    return 2 * lines * size_m / speed_m_s
+
+
+def scan_timeout_s(size_m: float, lines: int, speed_m_s: float) -> float:
+    """How long to wait for a frame: `SCAN_TIMEOUT_FACTOR` x its duration + the margin."""
+    return SCAN_TIMEOUT_FACTOR * scan_duration_s(size_m, lines, speed_m_s) + SCAN_TIMEOUT_MARGIN_S
+
+
+@runtime_checkable
+class Described(Protocol):
+    """Optional: a backend that describes the instrument for a run's start document."""
+
+    def instrument_metadata(self) -> dict:
+        """Backend name, address and what the instrument reported (JSON-compatible)."""

@@ -1,22 +1,28 @@
 """Client backend for the DeepSPM LabVIEW instrument server, and the `labview_stm` factory.
 
-A lab that runs DeepSPM's LabVIEW server can drive it from Bluesky unchanged. Compared with
-the reference client, replies are framed (exactly the announced bytes are read; text is read
-until the server falls quiet), each request kind has its own timeout, a dropped connection is
-re-opened with a bounded number of retries, and a malformed reply raises `MalformedReply`
-naming the request and what came back. An image with a missing or non-finite pixel is never
-returned.
+A lab that runs DeepSPM's LabVIEW server can drive it from Bluesky unchanged: by default only
+the requests of DeepSPM's protocol are ever sent (``scan``, ``tipshaping``, ``tipclean``,
+``getparam``, ``approach``, ``movearea``) and replies are read as DeepSPM's client reads them:
+the number after the colon of a ``getparam`` reply, whatever its label (DeepSPM's test server
+answers every ``getparam`` with ``Range:<metres>``); any short text for ``tipshaping`` and
+``approach``; ``1`` or ``0`` for ``tipclean``. The extensions our own ``labview-server``
+understands (``withdraw``, ``setparam``) are used only when the backend is told the server
+has them; otherwise the features that need them raise `UnsupportedRequest` without sending.
+
+Compared with the reference client, replies are framed (exactly the announced bytes are read;
+text is read until the server falls quiet), each request kind has its own timeout (a scan's
+follows its frame and the tip speed), a malformed reply raises `MalformedReply` naming the
+request and what came back, and an image with a missing or non-finite pixel is never
+returned. The connection policy is `transport.Link`'s: reads are re-asked through outages of
+up to `outage_s`, acts (``tipshaping``, ``tipclean``, ``approach``, ``movearea``) are sent at
+most once and a lost reply raises `OutcomeUnknown`.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import select
-import socket
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 import numpy as np
@@ -24,158 +30,30 @@ import numpy as np
 from deepspm_bluesky.actions import Action
 from deepspm_bluesky.servers import labview_wire as wire
 
+from .backend import DEFAULT_SCAN_SPEED_M_S, scan_timeout_s
 from .stm import STM
+from .transport import (
+    DEFAULT_OUTAGE_S,
+    RETRY_DELAY_S,
+    InstrumentError,
+    Link,
+    MalformedReply,
+    Outage,
+    UnsupportedRequest,
+)
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Seconds to wait for the reply to each request kind (scans and area moves take minutes).
+# Seconds to wait for the reply to each request kind; a scan's follows its frame instead
+# (`backend.scan_timeout_s`) unless a fixed "scan" timeout is given.
 DEFAULT_TIMEOUTS_S = {
-    "scan": 900.0, "tipshaping": 120.0, "tipclean": 900.0, "getparam": 10.0,
-    "approach": 900.0, "movearea": 3600.0, "withdraw": 60.0, "setparam": 10.0,
+    "tipshaping": 120.0, "tipclean": 900.0, "getparam": 10.0, "approach": 900.0,
+    "movearea": 3600.0, "withdraw": 60.0, "setparam": 10.0,
 }
+TIMEOUT_KINDS = ("scan", *DEFAULT_TIMEOUTS_S)
+ACTS = ("tipshaping", "tipclean", "approach", "movearea")  # sent at most once
 TEXT_QUIET_S = 0.05  # a text reply is complete when nothing more arrives for this long
 MAX_TEXT_BYTES = 4096
-
-
-class MalformedReply(ValueError):
-    """The server answered, but not with what the request calls for."""
-
-
-class InstrumentError(RuntimeError):
-    """The server understood the request and reported that it failed."""
-
-
-class TruncatedReply(ConnectionError):
-    """The connection closed before the announced reply was complete."""
-
-
-class TCPConnection:
-    """A client socket that opens lazily, reads exact byte counts and honours deadlines.
-
-    Parameters
-    ----------
-    host, port
-        The server.
-    connect_timeout_s
-        Limit on opening the connection.
-    """
-
-    def __init__(self, host: str, port: int, *, connect_timeout_s: float = 5.0) -> None:
-        self.host, self.port = host, int(port)
-        self.connect_timeout_s = connect_timeout_s
-        self._sock: socket.socket | None = None
-
-    @property
-    def is_open(self) -> bool:
-        return self._sock is not None
-
-    def open(self) -> socket.socket:
-        """The open socket (connecting first if needed)."""
-        if self._sock is None:
-            sock = socket.create_connection((self.host, self.port), self.connect_timeout_s)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._sock = sock
-        return self._sock
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-    def discard_stale(self) -> bytes:
-        """Drop bytes left over from an earlier reply; close if the server hung up."""
-        if self._sock is None:
-            return b""
-        stale = b""
-        while select.select([self._sock], [], [], 0)[0]:
-            try:
-                chunk = self._sock.recv(65536)
-            except OSError:
-                chunk = b""
-            if not chunk:  # the server closed the connection since the last request
-                self.close()
-                break
-            stale += chunk
-        if stale:
-            log.warning("discarded %d stale bytes from %s:%d: %r", len(stale), self.host,
-                        self.port, stale[:80])
-        return stale
-
-    def sendall(self, data: bytes, deadline: float, what: str) -> None:
-        sock = self.open()
-        sock.settimeout(_remaining(deadline, what))
-        sock.sendall(data)
-
-    def recv_exactly(self, n: int, deadline: float, what: str) -> bytes:
-        """Exactly `n` bytes; `TruncatedReply` at end of stream, `TimeoutError` at deadline."""
-        sock, buffer, got = self.open(), bytearray(n), 0
-        view = memoryview(buffer)
-        while got < n:
-            sock.settimeout(_remaining(deadline, f"{what} (got {got} of {n} bytes)"))
-            try:
-                count = sock.recv_into(view[got:])
-            except TimeoutError:
-                raise TimeoutError(f"{what}: reply incomplete at the deadline "
-                                   f"(got {got} of {n} bytes)") from None
-            if count == 0:
-                raise TruncatedReply(f"{what}: reply truncated, the connection closed after "
-                                     f"{got} of {n} bytes")
-            got += count
-        return bytes(buffer)
-
-    def recv_some(self, deadline: float, what: str, max_bytes: int = 65536) -> bytes:
-        """Whatever arrives first (b"" when the server closed), waiting until the deadline."""
-        sock = self.open()
-        sock.settimeout(_remaining(deadline, what))
-        try:
-            return sock.recv(max_bytes)
-        except TimeoutError:
-            raise TimeoutError(f"{what}: no reply before the deadline") from None
-
-    def recv_available(self, wait_s: float, max_bytes: int = 65536) -> bytes:
-        """Bytes arriving within `wait_s` (b"" if none or closed); never raises a timeout."""
-        if self._sock is None or not select.select([self._sock], [], [], wait_s)[0]:
-            return b""
-        try:
-            return self._sock.recv(max_bytes)
-        except OSError:
-            return b""
-
-
-def _remaining(deadline: float, what: str) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise TimeoutError(f"{what}: timed out")
-    return left
-
-
-def call_with_retries(label: str, attempt: Callable[[], T], *, connection: TCPConnection,
-                      retries: int, delay_s: float,
-                      sleep: Callable[[float], None] = time.sleep) -> T:
-    """Run `attempt`, re-opening the connection after network errors, `retries` times at most.
-
-    A malformed reply or an instrument error is raised at once (after closing the
-    connection, whose stream can no longer be trusted); a network error (refused, reset,
-    closed, timed out) is retried on a fresh connection and, when the retries are used up,
-    raised as `TimeoutError` or `ConnectionError` naming `label` and the last failure.
-    """
-    last: OSError | None = None
-    for number in range(1, retries + 2):
-        try:
-            return attempt()
-        except (MalformedReply, InstrumentError):
-            connection.close()
-            raise
-        except OSError as exc:
-            connection.close()
-            last = exc
-            log.warning("%s: attempt %d of %d failed: %s", label, number, retries + 1, exc)
-            if number <= retries:
-                sleep(delay_s)
-    kind = TimeoutError if isinstance(last, TimeoutError) else ConnectionError
-    raise kind(f"{label}: no good reply from {connection.host}:{connection.port} after "
-               f"{retries + 1} attempts; last error: {last}") from last
 
 
 class LabVIEWBackend:
@@ -185,14 +63,20 @@ class LabVIEWBackend:
     ----------
     host, port
         The instrument server (DeepSPM's default port is 50008).
+    extensions
+        Requests beyond DeepSPM's protocol that the server understands: any of
+        ``"withdraw"`` and ``"setparam"`` (our ``labview-server`` has both; DeepSPM's own
+        server has neither, hence the default).
+    outage_s
+        How long a lost connection is re-tried before the backend gives up.
     timeouts_s
-        Per request kind (``scan``, ``tipshaping``, ``tipclean``, ``getparam``,
-        ``approach``, ``movearea``, ``withdraw``, ``setparam``), merged over
-        `DEFAULT_TIMEOUTS_S`.
+        Per request kind (``scan``, ``tipshaping``, ``tipclean``, ``getparam``, ``approach``,
+        ``movearea``, ``withdraw``, ``setparam``), merged over `DEFAULT_TIMEOUTS_S`; a
+        ``scan`` entry replaces the timeout computed from the frame.
     retries
-        Re-connections tried after a network error before giving up on a request.
+        How often a reply that did not come in time is asked for again (reads only).
     retry_delay_s
-        Pause before each retry.
+        First pause before re-opening a lost connection (it doubles, up to 2 s).
     text_quiet_s
         A text reply is complete when no more bytes arrive for this long.
     connect_timeout_s
@@ -201,59 +85,99 @@ class LabVIEWBackend:
     Notes
     -----
     Requests from several threads (the device's backend thread, a signal put from the
-    RunEngine's) are sent one at a time. Every request is resent after a dropped
-    connection, conditioning included (the instrument may then have run it twice; a
-    warning is logged for each failed attempt). ``withdraw`` and the
-    bias and setpoint setters use extensions of the protocol that our server implements
-    (`deepspm_bluesky.servers.labview_wire`); the original LabVIEW server does not.
+    RunEngine's) are sent one at a time. A reply starting with ``error`` raises
+    `InstrumentError` (our server's way to refuse; DeepSPM's never sends one).
+
+    Examples
+    --------
+    >>> backend = LabVIEWBackend("127.0.0.1", 50008)              # doctest: +SKIP
+    >>> backend.z_range_m()          # 'getparam(zRange)' -> 'Range:1e-06'
+    1e-06
     """
 
-    def __init__(self, host: str, port: int, *, timeouts_s: dict[str, float] | None = None,
-                 retries: int = 3, retry_delay_s: float = 1.0,
+    def __init__(self, host: str, port: int, *, extensions: Collection[str] = (),
+                 outage_s: float = DEFAULT_OUTAGE_S, timeouts_s: dict[str, float] | None = None,
+                 retries: int = 3, retry_delay_s: float = RETRY_DELAY_S,
                  text_quiet_s: float = TEXT_QUIET_S, connect_timeout_s: float = 5.0) -> None:
-        unknown = set(timeouts_s or {}) - set(DEFAULT_TIMEOUTS_S)
+        unknown = set(timeouts_s or {}) - set(TIMEOUT_KINDS)
         if unknown:
             raise ValueError(f"unknown request kinds {sorted(unknown)}; known: "
-                             f"{sorted(DEFAULT_TIMEOUTS_S)}")
+                             f"{sorted(TIMEOUT_KINDS)}")
+        strange = set(extensions) - set(wire.EXTENSION_REQUESTS)
+        if strange:
+            raise ValueError(f"unknown protocol extensions {sorted(strange)}; known: "
+                             f"{list(wire.EXTENSION_REQUESTS)}")
+        self.extensions = tuple(e for e in wire.EXTENSION_REQUESTS if e in extensions)
         self.timeouts_s = {**DEFAULT_TIMEOUTS_S, **(timeouts_s or {})}
-        self.retries, self.retry_delay_s, self.text_quiet_s = retries, retry_delay_s, text_quiet_s
-        self.connection = TCPConnection(host, port, connect_timeout_s=connect_timeout_s)
-        self._lock = threading.Lock()  # one request on the wire at a time, whatever the thread
+        self.text_quiet_s = text_quiet_s
+        self.link = Link(host, port, outage_s=outage_s, retries=retries,
+                         retry_delay_s=retry_delay_s, connect_timeout_s=connect_timeout_s)
+        self.scan_speed_hint_m_s = DEFAULT_SCAN_SPEED_M_S
+        self._reported: dict[str, float] = {}
+
+    @property
+    def connection(self):
+        """The `transport.TCPConnection` under the link."""
+        return self.link.connection
 
     def close(self) -> None:
-        with self._lock:
-            self.connection.close()
+        self.link.close()
+
+    def take_outages(self) -> list[Outage]:
+        """The outages that ended since the last call."""
+        return self.link.take_outages()
+
+    def use_scan_speed(self, speed_m_s: float) -> None:
+        """The tip speed the instrument scans at (m/s): scan timeouts follow it."""
+        if not speed_m_s > 0:
+            raise ValueError(f"scan speed must be positive, got {speed_m_s} m/s")
+        self.scan_speed_hint_m_s = float(speed_m_s)
+
+    def scan_timeout_s(self, size_m: float, pixels: int) -> float:
+        """How long a scan of this frame is waited for."""
+        if "scan" in self.timeouts_s:
+            return self.timeouts_s["scan"]
+        return scan_timeout_s(size_m, pixels, self.scan_speed_hint_m_s)
+
+    def instrument_metadata(self) -> dict:
+        """Backend, address, protocol extensions and the ranges the server reported."""
+        return {"backend": "labview", "host": self.connection.host,
+                "port": self.connection.port, "protocol": "DeepSPM LabVIEW",
+                "protocol_extensions": list(self.extensions), "outage_s": self.link.outage_s,
+                **{f"reported_{name}_m": value for name, value in self._reported.items()}}
 
     # -- backend interface ---------------------------------------------------------------
     def scan(self, x_m: float, y_m: float, size_m: float, pixels: int) -> np.ndarray:
         """A (pixels, pixels) float32 image of heights in metres; never a partial one."""
         request = wire.scan_request(x_m, y_m, size_m, pixels)
-        return self._request(request, lambda deadline: self._read_image(request, deadline,
-                                                                       pixels))
+        timeout_s = self.scan_timeout_s(size_m, pixels)
+        return self._exchange(request, lambda deadline: self._read_image(request, deadline,
+                                                                        pixels), timeout_s)
 
     def condition(self, action: Action, x_m: float, y_m: float) -> None:
-        """Dip, pulse or stall at (x, y), as DeepSPM's ``tipshaping`` request."""
+        """Dip, pulse or stall at (x, y), as DeepSPM's ``tipshaping`` request (sent once)."""
         dip_m = action.dip_nm * 1e-9 if action.kind == "dip" else 0.0
         bias_v = action.bias_v if action.kind != "stall" else 0.0
         duration_s = action.duration_s if action.kind != "stall" else 0.0
         self._text(wire.tipshaping_request(x_m, y_m, dip_m, bias_v, duration_s))
 
     def tip_clean(self, x_m: float, y_m: float) -> bool:
-        """``tipclean`` at (x, y); True when the server answers ``1``."""
+        """``tipclean`` at (x, y), sent once; True when the server answers ``1``."""
         request = f"tipclean({wire.format_nano(x_m)},{wire.format_nano(y_m)})"
         return self._text(request, done=lambda text: text.strip() in ("0", "1"),
                           parse=_clean_result)
 
     def approach(self) -> None:
-        """``approach(f)``: re-approach the tip."""
+        """``approach(f)``: re-approach the tip (sent once)."""
         self._text("approach(f)")
 
     def withdraw(self) -> None:
-        """``withdraw()`` (an extension of the protocol)."""
+        """``withdraw()``: only with the ``withdraw`` extension."""
+        self._require("withdraw", "withdrawing the tip")
         self._text("withdraw()")
 
     def move_area(self) -> int:
-        """``movearea(y+)``; the number of crashes the server reports."""
+        """``movearea(y+)``, sent once; the number of crashes the server reports."""
         return self._text("movearea(y+)", done=lambda text: bool(wire.MOVEAREA_REPLY.search(text)),
                           parse=_crash_count)
 
@@ -266,27 +190,39 @@ class LabVIEWBackend:
         return self._getparam("zRange")
 
     def set_bias(self, bias_v: float) -> None:
-        """``setparam(Bias,<V>)`` (an extension of the protocol)."""
+        """``setparam(Bias,<V>)``: only with the ``setparam`` extension."""
+        self._require("setparam", "setting the bias")
         self._text(f"setparam(Bias,{bias_v!r})")
 
     def set_setpoint(self, current_a: float) -> None:
-        """``setparam(Setpoint,<A>)`` (an extension of the protocol)."""
+        """``setparam(Setpoint,<A>)``: only with the ``setparam`` extension."""
+        self._require("setparam", "setting the current setpoint")
         self._text(f"setparam(Setpoint,{current_a!r})")
 
     # -- requests --------------------------------------------------------------------------
-    def _request(self, request: str, read: Callable[[float], T]) -> T:
-        """Send `request` and read its reply with `read(deadline)`, retrying network errors."""
-        timeout_s = self.timeouts_s[request.split("(", 1)[0]]
+    def _require(self, extension: str, feature: str) -> None:
+        if extension not in self.extensions:
+            raise UnsupportedRequest(
+                f"{feature} needs the '{extension}' request, which DeepSPM's LabVIEW protocol "
+                f"does not have; nothing was sent to {self.connection.address}. If that server "
+                f"understands it, create the backend with extensions=('{extension}',)")
+
+    def _exchange(self, request: str, read: Callable[[float], T],
+                  timeout_s: float | None = None) -> T:
+        """Send `request` and read its reply with `read(deadline)` under the link's policy."""
+        verb = request.split("(", 1)[0]
+        timeout_s = self.timeouts_s[verb] if timeout_s is None else timeout_s
+        acting = verb in ACTS
 
         def attempt() -> T:
-            self.connection.discard_stale()
             deadline = time.monotonic() + timeout_s
+            self.connection.open()  # a refused connection is retried, even for an act
+            if acting:
+                self.link.mark_sent()
             self.connection.sendall(request.encode("ascii"), deadline, request)
             return read(deadline)
 
-        with self._lock:
-            return call_with_retries(request, attempt, connection=self.connection,
-                                     retries=self.retries, delay_s=self.retry_delay_s)
+        return (self.link.act if acting else self.link.read)(request, attempt)
 
     def _text(self, request: str, *, done: Callable[[str], bool] | None = None,
               parse: Callable[[str, str], T] | None = None) -> T | str:
@@ -301,10 +237,12 @@ class LabVIEWBackend:
                 raise InstrumentError(f"{request}: the server replied {reply[:200]!r}")
             return parse(request, reply) if parse is not None else reply
 
-        return self._request(request, read)
+        return self._exchange(request, read)
 
     def _getparam(self, name: str) -> float:
-        return self._text(f"getparam({name})", parse=_parameter_value)
+        value = self._text(f"getparam({name})", parse=_parameter_value)
+        self._reported[name] = value
+        return value
 
     # -- replies ---------------------------------------------------------------------------
     def _read_image(self, request: str, deadline: float, pixels: int) -> np.ndarray:
@@ -363,21 +301,25 @@ def _crash_count(request: str, reply: str) -> int:
 
 
 def _parameter_value(request: str, reply: str) -> float:
-    """The metres of a ``<name>:<metres>`` reply to ``getparam(<name>)``."""
-    name = request[len("getparam("):-1]
-    label, _, value = reply.strip().partition(":")
+    """The metres after the colon of a ``<label>:<metres>`` reply, whatever the label.
+
+    DeepSPM's client reads only the number (its test server labels every reply ``Range``);
+    a reply without a colon is read whole.
+    """
+    _, _, value = reply.strip().rpartition(":")
     try:
-        if label != name:
-            raise ValueError
         number = wire.parse_number(value)
     except ValueError:
-        raise MalformedReply(f"{request}: expected '{name}:<metres>', got {reply[:80]!r}") from None
+        raise MalformedReply(f"{request}: expected '<label>:<metres>', got {reply[:80]!r}"
+                             ) from None
     if not math.isfinite(number) or number <= 0:
-        raise MalformedReply(f"{request}: {name} must be a positive length, got {reply!r}")
+        raise MalformedReply(f"{request}: expected a positive length in metres, got "
+                             f"{reply[:80]!r}")
     return number
 
 
-def labview_stm(host: str, port: int, name: str = "stm", **options: Any) -> STM:
+def labview_stm(host: str, port: int, name: str = "stm", *,
+                outage_s: float = DEFAULT_OUTAGE_S, **options: Any) -> STM:
     """An `STM` driving a DeepSPM LabVIEW instrument server at (host, port).
 
     Parameters
@@ -386,9 +328,13 @@ def labview_stm(host: str, port: int, name: str = "stm", **options: Any) -> STM:
         The instrument server.
     name
         Name of the Ophyd device.
+    outage_s
+        How long a lost connection is waited for before the device gives up (600 s).
     **options
-        Passed to `LabVIEWBackend` (``timeouts_s``, ``retries``, ...).
+        Passed to `LabVIEWBackend` (``extensions``, ``timeouts_s``, ``retries``, ...).
+
+    Examples
+    --------
+    >>> stm = labview_stm("127.0.0.1", 50008, extensions=("withdraw", "setparam"))  # doctest: +SKIP
     """
-    return STM(backend=LabVIEWBackend(host, port, **options), name=name)
-
-
+    return STM(backend=LabVIEWBackend(host, port, outage_s=outage_s, **options), name=name)

@@ -1,14 +1,20 @@
 """Backend for Nanonis controllers over TCP, on the official `nanonis-spm` package.
 
 `nanonis_spm.Nanonis` builds and parses the messages; this module gives it a socket that reads
-exactly the announced bytes within a deadline, re-opens the connection with bounded retries,
-checks every error section, and converts the backend's calls into Nanonis commands (all in
-SI units: m, V, A, s; Nanonis timeouts in ms).
+exactly the announced bytes within a deadline, checks every error section, and converts the
+backend's calls into Nanonis commands (all in SI units: m, V, A, s; Nanonis timeouts in ms).
+The connection policy is `transport.Link`'s: reads are re-asked through outages of up to
+`outage_s`; the commands that act on the tip (Bias.Pulse, TipShaper.Start,
+AutoApproach.OnOffSet, Motor.StartMove) are sent at most once, and an operation whose reply is
+lost after one of them raises `OutcomeUnknown` (the commands before it, e.g. moving the tip to
+the spot, are safe to repeat and are).
 
 Mapping of the backend calls (commands from the Nanonis TCP programming interface):
 
 - ``scan``: Scan.BufferSet (pixels, once per size), Scan.FrameSet, Scan.Action (start),
-  Scan.WaitEndOfScan, Scan.FrameDataGrab of the Z channel (forward).
+  Scan.WaitEndOfScan (timeout from the frame and the tip speed), Scan.FrameDataGrab of the Z
+  channel (forward), its rows put in our order from the scan direction it reports
+  (`deepspm_bluesky.spmfiles.to_our_row_order`, the convention of the .sxm files).
 - ``condition``: FolMe.XYPosSet to the spot, then Bias.Pulse (pulse) or TipShaper.PropsSet
   + TipShaper.Start (dip); a stall sends nothing.
 - ``tip_clean``: a tip-shaper dip of `clean_dip_m` (10 nm by default) at the spot.
@@ -25,7 +31,6 @@ from __future__ import annotations
 
 import math
 import struct
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -34,21 +39,35 @@ import numpy as np
 from nanonis_spm import Nanonis
 
 from deepspm_bluesky.actions import Action
+from deepspm_bluesky.spmfiles import to_our_row_order
 
-from .labview import InstrumentError, MalformedReply, TCPConnection, call_with_retries
+from .backend import DEFAULT_SCAN_SPEED_M_S, scan_timeout_s
 from .stm import STM
+from .transport import (
+    DEFAULT_OUTAGE_S,
+    RETRY_DELAY_S,
+    InstrumentError,
+    Link,
+    MalformedReply,
+    Outage,
+    TCPConnection,
+)
 
 T = TypeVar("T")
 
-# Seconds allowed for each kind of operation (a scan or an approach takes minutes).
+# Seconds allowed for each kind of operation (an approach takes minutes); a scan's follows its
+# frame (`backend.scan_timeout_s`) unless a fixed "scan" timeout is given.
 DEFAULT_TIMEOUTS_S = {
-    "command": 10.0, "scan": 900.0, "condition": 120.0, "approach": 900.0,
-    "move_area": 3600.0,
+    "command": 10.0, "condition": 120.0, "approach": 900.0, "move_area": 3600.0,
 }
+TIMEOUT_KINDS = ("scan", *DEFAULT_TIMEOUTS_S)
+# Commands that act on the tip or the sample: sent at most once.
+ACTING_COMMANDS = ("Bias_Pulse", "TipShaper_Start", "AutoApproach_OnOffSet", "Motor_StartMove")
 SLACK_S = 2.0  # the socket waits this much longer than the controller-side timeouts
-Z_CHANNEL = 14  # signal slot of Z in the scan buffer on most installations
+Z_CHANNEL = 14  # signal slot of Z in the scan buffer (so in a real .sxm: tests/test_spmfiles.py)
 DIRECTION_Y_PLUS = 2
 SCAN_START, SCAN_STOP, SCAN_UP = 0, 1, 1
+SCAN_DIRECTIONS = {1: "up", 0: "down"}  # the scan direction word of Scan.FrameDataGrab
 FORWARD = 1
 ON, OFF = 1, 0
 HOLD_Z, ABSOLUTE = 1, 2
@@ -93,11 +112,16 @@ class NanonisBackend:
         Interface; 6501 is its first port).
     z_channel
         Signal slot of Z (m) in the scan buffer.
+    outage_s
+        How long a lost connection is re-tried before the backend gives up.
     timeouts_s
         Per operation kind (``command``, ``scan``, ``condition``, ``approach``,
-        ``move_area``), merged over `DEFAULT_TIMEOUTS_S`.
-    retries, retry_delay_s
-        Re-connections after a network error, and the pause before each.
+        ``move_area``), merged over `DEFAULT_TIMEOUTS_S`; a ``scan`` entry replaces the
+        timeout computed from the frame.
+    retries
+        How often a reply that did not come in time is asked for again (reads only).
+    retry_delay_s
+        First pause before re-opening a lost connection (it doubles, up to 2 s).
     coarse_steps
         Motor steps of one move to a fresh approach area.
     clean_dip_m
@@ -112,30 +136,57 @@ class NanonisBackend:
     """
 
     def __init__(self, host: str, port: int, *, z_channel: int = Z_CHANNEL,
-                 timeouts_s: dict[str, float] | None = None, retries: int = 3,
-                 retry_delay_s: float = 1.0, coarse_steps: int = 200,
-                 clean_dip_m: float = -10e-9, approach_poll_s: float = 0.5,
-                 slack_s: float = SLACK_S, connect_timeout_s: float = 5.0) -> None:
-        unknown = set(timeouts_s or {}) - set(DEFAULT_TIMEOUTS_S)
+                 outage_s: float = DEFAULT_OUTAGE_S, timeouts_s: dict[str, float] | None = None,
+                 retries: int = 3, retry_delay_s: float = RETRY_DELAY_S,
+                 coarse_steps: int = 200, clean_dip_m: float = -10e-9,
+                 approach_poll_s: float = 0.5, slack_s: float = SLACK_S,
+                 connect_timeout_s: float = 5.0) -> None:
+        unknown = set(timeouts_s or {}) - set(TIMEOUT_KINDS)
         if unknown:
             raise ValueError(f"unknown operation kinds {sorted(unknown)}; known: "
-                             f"{sorted(DEFAULT_TIMEOUTS_S)}")
+                             f"{sorted(TIMEOUT_KINDS)}")
         if clean_dip_m >= 0:
             raise ValueError(f"clean_dip_m must be negative (towards the sample), got "
                              f"{clean_dip_m}")
         self.timeouts_s = {**DEFAULT_TIMEOUTS_S, **(timeouts_s or {})}
         self.z_channel, self.coarse_steps, self.clean_dip_m = z_channel, coarse_steps, clean_dip_m
-        self.retries, self.retry_delay_s = retries, retry_delay_s
         self.approach_poll_s, self.slack_s = approach_poll_s, slack_s
-        self.connection = TCPConnection(host, port, connect_timeout_s=connect_timeout_s)
+        self.link = Link(host, port, outage_s=outage_s, retries=retries,
+                         retry_delay_s=retry_delay_s, connect_timeout_s=connect_timeout_s)
+        self.connection = self.link.connection
         self._socket = LibrarySocket(self.connection)
         self.nanonis = Nanonis(self._socket)
+        self.scan_speed_hint_m_s = DEFAULT_SCAN_SPEED_M_S
         self._pixels: int | None = None
-        self._lock = threading.Lock()  # one operation on the wire at a time, whatever the thread
+        self._piezo_m: tuple[float, float, float] | None = None
 
     def close(self) -> None:
-        with self._lock:
-            self.connection.close()
+        self.link.close()
+
+    def take_outages(self) -> list[Outage]:
+        """The outages that ended since the last call."""
+        return self.link.take_outages()
+
+    def use_scan_speed(self, speed_m_s: float) -> None:
+        """The tip speed the controller scans at (m/s): scan timeouts follow it."""
+        if not speed_m_s > 0:
+            raise ValueError(f"scan speed must be positive, got {speed_m_s} m/s")
+        self.scan_speed_hint_m_s = float(speed_m_s)
+
+    def scan_timeout_s(self, size_m: float, pixels: int) -> float:
+        """How long a scan of this frame is waited for (Scan.WaitEndOfScan's timeout)."""
+        if "scan" in self.timeouts_s:
+            return self.timeouts_s["scan"]
+        return scan_timeout_s(size_m, pixels, self.scan_speed_hint_m_s)
+
+    def instrument_metadata(self) -> dict:
+        """Backend, address, Z channel and the piezo ranges the controller reported."""
+        info = {"backend": "nanonis", "host": self.connection.host,
+                "port": self.connection.port, "protocol": "Nanonis TCP",
+                "z_channel": self.z_channel, "outage_s": self.link.outage_s}
+        if self._piezo_m is not None:
+            info["reported_piezo_range_m"] = list(self._piezo_m)
+        return info
 
     def command(self, method: str, *args: Any, kind: str = "command") -> list:
         """Any `nanonis_spm.Nanonis` method by name, with this backend's deadlines and retries.
@@ -146,7 +197,8 @@ class NanonisBackend:
         [0]
         """
         return self._operation(method.replace("_", ".", 1), kind,
-                               lambda _: self._call(method, *args))
+                               lambda _: self._call(method, *args),
+                               acting=method in ACTING_COMMANDS)
 
     # -- backend interface ---------------------------------------------------------------
     def scan(self, x_m: float, y_m: float, size_m: float, pixels: int) -> np.ndarray:
@@ -162,7 +214,7 @@ class NanonisBackend:
             return self._grab_z(pixels)
 
         label = f"scan of {pixels} px, {size_m} m at ({x_m}, {y_m}) m"
-        return self._operation(label, "scan", work)
+        return self._operation(label, "scan", work, timeout_s=self.scan_timeout_s(size_m, pixels))
 
     def condition(self, action: Action, x_m: float, y_m: float) -> None:
         """Pulse (Bias.Pulse) or dip (tip shaper) at (x, y); a stall sends nothing."""
@@ -177,7 +229,8 @@ class NanonisBackend:
                 self._tip_shaper(action.dip_nm * 1e-9, action.bias_v, action.duration_s,
                                  timeout_s)
 
-        self._operation(f"{action.kind} {action.name!r} at ({x_m}, {y_m}) m", "condition", work)
+        self._operation(f"{action.kind} {action.name!r} at ({x_m}, {y_m}) m", "condition", work,
+                        acting=True)
 
     def tip_clean(self, x_m: float, y_m: float) -> bool:
         """Heavy cleaning at (x, y): a tip-shaper dip of `clean_dip_m`; True when done."""
@@ -186,11 +239,11 @@ class NanonisBackend:
             self._tip_shaper(self.clean_dip_m, 0.02, 0.5, timeout_s)
             return True
 
-        return self._operation(f"tip clean at ({x_m}, {y_m}) m", "condition", work)
+        return self._operation(f"tip clean at ({x_m}, {y_m}) m", "condition", work, acting=True)
 
     def approach(self) -> None:
         """Auto-approach until it stops, then switch the z controller on."""
-        self._operation("auto-approach", "approach", self._approach)
+        self._operation("auto-approach", "approach", self._approach, acting=True)
 
     def withdraw(self) -> None:
         """Switch the z controller off and retract the tip fully."""
@@ -204,7 +257,8 @@ class NanonisBackend:
             self._approach(timeout_s)
             return 0
 
-        return self._operation("coarse move to a new approach area", "move_area", work)
+        return self._operation("coarse move to a new approach area", "move_area", work,
+                               acting=True)
 
     def scan_range_m(self) -> float:
         """Side of the X piezo range in m."""
@@ -225,7 +279,8 @@ class NanonisBackend:
                         lambda _: self._call("ZCtrl_SetpntSet", float(current_a)))
 
     def set_scan_speed(self, speed_m_s: float) -> None:
-        """Tip speed along a line, forward and backward, in m/s."""
+        """Tip speed along a line, forward and backward, in m/s (scan timeouts follow it)."""
+        self.use_scan_speed(speed_m_s)
         self._operation(f"scan speed {speed_m_s} m/s", "command", lambda _: self._call(
             "Scan_SpeedSet", float(speed_m_s), float(speed_m_s), 0.0, 0.0, KEEP_LINEAR_SPEED,
             1.0))
@@ -240,6 +295,9 @@ class NanonisBackend:
     def _call(self, method: str, *args: Any) -> list:
         """Run one `nanonis_spm.Nanonis` method inside an operation; its values or an error."""
         command = method.replace("_", ".", 1)
+        if method in ACTING_COMMANDS:
+            self.connection.open()  # a refused connection is retried, even in an act
+            self.link.mark_sent()
         try:
             result = getattr(self.nanonis, method)(*args)
         except (struct.error, IndexError, UnicodeDecodeError, ValueError) as exc:
@@ -251,24 +309,27 @@ class NanonisBackend:
             raise InstrumentError(f"{command}{args}: the controller reported {error!r}")
         return values
 
-    def _operation(self, label: str, kind: str, work: Callable[[float], T]) -> T:
-        """Run `work(timeout_s)` under the deadline of `kind`, retrying network errors."""
-        timeout_s = self.timeouts_s[kind]
+    def _operation(self, label: str, kind: str, work: Callable[[float], T], *,
+                   acting: bool = False, timeout_s: float | None = None) -> T:
+        """Run `work(timeout_s)` under the deadline of `kind` and the link's policy.
+
+        In an `acting` operation, the acting commands (`ACTING_COMMANDS`) are sent at most
+        once; a network error before them retries the whole operation.
+        """
+        timeout_s = self.timeouts_s[kind] if timeout_s is None else timeout_s
 
         def attempt() -> T:
-            self.connection.discard_stale()
             self._socket.deadline = time.monotonic() + timeout_s + self.slack_s
             return work(timeout_s)
 
-        with self._lock:
-            return call_with_retries(label, attempt, connection=self.connection,
-                                     retries=self.retries, delay_s=self.retry_delay_s)
+        return (self.link.act if acting else self.link.read)(label, attempt)
 
     def _piezo_range(self) -> tuple[float, float, float]:
         x, y, z = self._operation("piezo range", "command", lambda _: self._call("Piezo_RangeGet"))
         if not all(math.isfinite(v) and v > 0 for v in (x, y, z)):
             raise MalformedReply(f"Piezo.RangeGet: ranges must be positive, got {(x, y, z)}")
-        return _float32_value(x), _float32_value(y), _float32_value(z)
+        self._piezo_m = (_float32_value(x), _float32_value(y), _float32_value(z))
+        return self._piezo_m
 
     def _set_pixels(self, pixels: int) -> None:
         """Set the scan buffer to `pixels` x `pixels` unless it already is.
@@ -295,7 +356,7 @@ class NanonisBackend:
         body = self.nanonis.send("Scan.FrameDataGrab", [self.z_channel, FORWARD], ["I", "I"])
         if isinstance(body, list):  # the library's answer to a reply naming another command
             raise MalformedReply("Scan.FrameDataGrab: the reply was for another command")
-        name, image = decode_frame(bytes(body))
+        name, image, direction = decode_frame(bytes(body))
         if not name.startswith("Z"):
             raise InstrumentError(f"Scan.FrameDataGrab: channel {self.z_channel} is {name!r}, "
                                   "not Z; pass z_channel=<its signal slot>")
@@ -306,7 +367,7 @@ class NanonisBackend:
         if bad:
             raise MalformedReply(f"Scan.FrameDataGrab: NaN image: {bad} of {image.size} pixels "
                                  "are not finite (a partial scan); not recorded")
-        return image
+        return np.ascontiguousarray(to_our_row_order(image, direction))
 
     def _tip_shaper(self, dip_m: float, bias_v: float, duration_s: float,
                     timeout_s: float) -> None:
@@ -332,8 +393,12 @@ class NanonisBackend:
         self._call("ZCtrl_Withdraw", ON, _ms(timeout_s))
 
 
-def decode_frame(body: bytes) -> tuple[str, np.ndarray]:
-    """(channel name, float32 image) from a Scan.FrameDataGrab response body.
+def decode_frame(body: bytes) -> tuple[str, np.ndarray, str]:
+    """(channel name, float32 image as recorded, scan direction) from a Scan.FrameDataGrab body.
+
+    The rows come in the order the lines were recorded, as in an .sxm file; the direction
+    (``"up"`` or ``"down"``) says how to put them in our order
+    (`deepspm_bluesky.spmfiles.to_our_row_order`).
 
     Raises `InstrumentError` for a filled error section and `MalformedReply` when the
     sizes announced in the body do not add up to its length.
@@ -347,15 +412,20 @@ def decode_frame(body: bytes) -> tuple[str, np.ndarray]:
         if rows < 0 or cols < 0 or offset + 4 * rows * cols + 12 > len(body):
             raise ValueError(f"{rows} x {cols} floats do not fit in {len(body)} bytes")
         image = np.frombuffer(body, ">f4", rows * cols, offset).reshape(rows, cols)
-        offset += 4 * rows * cols + 4  # past the data and the scan direction
-        status, error_size = struct.unpack_from(">Ii", body, offset)
+        offset += 4 * rows * cols
+        (direction_word,) = struct.unpack_from(">I", body, offset)
+        status, error_size = struct.unpack_from(">Ii", body, offset + 4)
+        offset += 4
     except (struct.error, ValueError) as exc:
         raise MalformedReply(f"Scan.FrameDataGrab: malformed body of {len(body)} bytes "
                              f"({exc}): {body[:40]!r}") from None
     error = body[offset + 8:offset + 8 + max(error_size, 0)].decode("utf-8", errors="replace")
     if status or error:
         raise InstrumentError(f"Scan.FrameDataGrab: the controller reported {error!r}")
-    return name, image.astype(np.float32)
+    if direction_word not in SCAN_DIRECTIONS:
+        raise MalformedReply(f"Scan.FrameDataGrab: scan direction {direction_word} is neither "
+                             "1 (up) nor 0 (down)")
+    return name, image.astype(np.float32), SCAN_DIRECTIONS[direction_word]
 
 
 def _float32_value(value: float) -> float:
@@ -367,7 +437,8 @@ def _ms(seconds: float) -> int:
     return int(round(seconds * 1000))
 
 
-def nanonis_stm(host: str, port: int, name: str = "stm", **options: Any) -> STM:
+def nanonis_stm(host: str, port: int, name: str = "stm", *,
+                outage_s: float = DEFAULT_OUTAGE_S, **options: Any) -> STM:
     """An `STM` driving a Nanonis controller's TCP interface at (host, port).
 
     Parameters
@@ -376,7 +447,9 @@ def nanonis_stm(host: str, port: int, name: str = "stm", **options: Any) -> STM:
         The controller's TCP programming interface.
     name
         Name of the Ophyd device.
+    outage_s
+        How long a lost connection is waited for before the device gives up (600 s).
     **options
         Passed to `NanonisBackend` (``z_channel``, ``timeouts_s``, ``retries``, ...).
     """
-    return STM(backend=NanonisBackend(host, port, **options), name=name)
+    return STM(backend=NanonisBackend(host, port, outage_s=outage_s, **options), name=name)
