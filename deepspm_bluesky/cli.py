@@ -33,7 +33,7 @@ class ModeName(StrEnum):
 
 
 def _make_stm(backend: BackendName, *, seed: int, host: str, port: int | None,
-              realtime: float = 0.0):
+              realtime: float = 0.0, outage_s: float = 600.0):
     from deepspm_bluesky import devices
 
     if backend is BackendName.sim:
@@ -41,7 +41,7 @@ def _make_stm(backend: BackendName, *, seed: int, host: str, port: int | None,
     if port is None:
         raise typer.BadParameter(f"--port is needed for the {backend.value} backend")
     factory = {"labview": "labview_stm", "nanonis": "nanonis_stm"}[backend.value]
-    return getattr(devices, factory)(host, port)
+    return getattr(devices, factory)(host, port, outage_s=outage_s)
 
 
 def _run_survey(stm, catalog: Path | None, *, images: int, mode: str, backend: BackendName,
@@ -102,9 +102,14 @@ def survey(
     navigation_file: Annotated[
         Path | None, typer.Option(help="Keep the navigation state here to resume later.")
     ] = None,
+    outage_s: Annotated[
+        float, typer.Option(min=0.0, help="Network backends: wait this long for a lost "
+                            "instrument before giving up (seconds).")
+    ] = 600.0,
 ) -> None:
     """Run an autonomous survey on the simulator or a real instrument."""
-    stm = _make_stm(backend, seed=seed, host=host, port=port, realtime=realtime)
+    stm = _make_stm(backend, seed=seed, host=host, port=port, realtime=realtime,
+                    outage_s=outage_s)
     uid, location = _run_survey(stm, catalog, images=images, mode=mode.value, backend=backend,
                                 navigation_file=navigation_file)
     _print_where(uid, location)
@@ -193,12 +198,33 @@ def labview_server(
     host: Annotated[str, typer.Option(help="Address to bind (local only by default).")] = (
         "127.0.0.1"
     ),
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Log every request and reply with its time.")
+    ] = False,
 ) -> None:
     """Serve the simulated STM over the DeepSPM LabVIEW protocol until Ctrl-C."""
     from deepspm_bluesky.servers.labview import serve_labview
 
     typer.echo(f"DeepSPM LabVIEW protocol server (simulator, seed {seed}) on {host}:{port}")
-    serve_labview(port=port, seed=seed, host=host)
+    serve_labview(port=port, seed=seed, host=host, verbose=verbose)
+
+
+@app.command("nanonis-server")
+def nanonis_server(
+    port: Annotated[int, typer.Option(help="TCP port (Nanonis's first is 6501).")] = 6501,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated STM.")] = 0,
+    host: Annotated[str, typer.Option(help="Address to bind (local only by default).")] = (
+        "127.0.0.1"
+    ),
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Log every command and response with its time.")
+    ] = False,
+) -> None:
+    """Serve the simulated STM over the Nanonis TCP protocol until Ctrl-C."""
+    from deepspm_bluesky.servers.nanonis import serve_nanonis
+
+    typer.echo(f"Nanonis TCP protocol server (simulator, seed {seed}) on {host}:{port}")
+    serve_nanonis(port=port, seed=seed, host=host, verbose=verbose)
 
 
 @app.command("train-classifier")

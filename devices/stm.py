@@ -3,10 +3,16 @@
 Units at the device are those of a person at the instrument (nm, V, A); the backend gets SI.
 Every safety limit is checked when a value is set, before any backend call: a request out of
 range raises a `ValueError` naming the signal, the value and the limits, and nothing moves.
+
+The components that act (``conditioner``, ``zctrl``, ``coarse``) never repeat an act: when a
+network backend reports that an act's reply was lost (`OutcomeUnknown`), their Status still
+finishes, and their ``outcome`` signal says ``"unknown"`` instead of ``"done"``, so that the
+plan can rescan to judge the tip.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,11 +25,25 @@ from ophyd.status import Status
 
 from deepspm_bluesky.actions import Action, ActionTable, load_actions
 
-from .backend import Backend, ScanSpeedControl
+from .backend import Backend, Described, ScanSpeedControl, ScanTimeouts
+from .transport import Outage, OutcomeUnknown
+
+log = logging.getLogger(__name__)
 
 NM = 1e-9
 DIRECTIONS = ("x+", "x-", "y+", "y-")
 CONTACT_TOLERANCE_M = 3e-10  # DeepSPM: |mean - z reading of a retracted tip| <= 300 pm
+DONE, UNKNOWN = "done", "unknown"  # values of the `outcome` signals
+
+
+def _outcome_of(act: Callable[[], object]) -> str:
+    """Run `act`; ``"done"``, or ``"unknown"`` when its reply was lost after sending."""
+    try:
+        act()
+    except OutcomeUnknown as exc:
+        log.warning("%s", exc)
+        return UNKNOWN
+    return DONE
 
 
 class LimitedSignal(Signal):
@@ -137,11 +157,14 @@ class ZController(Device):
     """Tip height control: approach, withdraw, heavy cleaning; z range in nm.
 
     `in_contact` follows the commands and every image: a scan whose mean sits at the
-    retracted end of the z range (DeepSPM's test) clears it.
+    retracted end of the z range (DeepSPM's test) clears it. `outcome` is ``"done"`` after a
+    command, ``"unknown"`` when its reply was lost (contact is then left as it was: the next
+    image tells).
     """
 
     z_range_nm = Cpt(Signal, value=0.0, kind="config")
     in_contact = Cpt(Signal, value=True, kind="normal")
+    outcome = Cpt(Signal, value=DONE, kind="omitted")
 
     COMMANDS = ("approach", "withdraw", "clean")
 
@@ -150,17 +173,18 @@ class ZController(Device):
         if command not in self.COMMANDS:
             raise ValueError(f"unknown z-controller command {command!r}; known: {self.COMMANDS}")
         stm = self.root
-        if command == "approach":
-            return stm.submit(lambda: (stm.backend.approach(), self.in_contact.put(True)))
-        if command == "withdraw":
-            return stm.submit(lambda: (stm.backend.withdraw(), self.in_contact.put(False)))
-        x, y, _, _ = stm.scanner.frame_m()
+        x, y, _, _ = stm.scanner.frame_m()  # checked now, before anything moves
 
-        def clean() -> None:
-            _require(stm.backend.tip_clean(x, y), "tip clean failed")
-            self.in_contact.put(True)
+        def act() -> None:
+            if command == "approach":
+                stm.backend.approach()
+            elif command == "withdraw":
+                stm.backend.withdraw()
+            else:
+                _require(stm.backend.tip_clean(x, y), "tip clean failed")
+            self.in_contact.put(command != "withdraw")
 
-        return stm.submit(clean)
+        return stm.submit(lambda: self.outcome.put(_outcome_of(act)))
 
     def update_contact(self, image: np.ndarray) -> None:
         """Set `in_contact` from an image: False where it sits at the retracted z limit."""
@@ -169,10 +193,15 @@ class ZController(Device):
 
 
 class CoarsePositioner(Device):
-    """Coarse motor: moves to a fresh approach area; `area` counts the moves."""
+    """Coarse motor: moves to a fresh approach area; `area` counts the moves.
+
+    `outcome` is ``"done"`` after a move, ``"unknown"`` when its reply was lost (`area` and
+    `crashes` are then left as they were).
+    """
 
     area = Cpt(Signal, value=0, kind="hinted")
     crashes = Cpt(Signal, value=0, kind="normal")
+    outcome = Cpt(Signal, value=DONE, kind="omitted")
 
     def set(self, direction: str = "y+") -> DeviceStatus:
         """Move to the next approach area in `direction` (one of `DIRECTIONS`)."""
@@ -184,7 +213,7 @@ class CoarsePositioner(Device):
             self.crashes.put(int(stm.backend.move_area()))
             self.area.put(int(self.area.get()) + 1)
 
-        return stm.submit(move)
+        return stm.submit(lambda: self.outcome.put(_outcome_of(move)))
 
 
 class TipConditioner(Device):
@@ -192,10 +221,12 @@ class TipConditioner(Device):
 
     ``set("dip -1.2 nm")`` acts at the scanner's centre; ``set(("dip -1.2 nm", x_nm, y_nm))``
     at a given place in the approach area. Unknown actions, actions beyond the bias or dip
-    limits and places outside the piezo range raise before anything moves.
+    limits and places outside the piezo range raise before anything moves. `outcome` is
+    ``"done"`` after the action, ``"unknown"`` when its reply was lost (it is not sent again).
     """
 
     last_action = Cpt(Signal, value="", kind="normal")
+    outcome = Cpt(Signal, value=DONE, kind="omitted")
     max_bias_v = Cpt(Signal, value=10.0, kind="config")
     max_dip_nm = Cpt(Signal, value=6.0, kind="config")
 
@@ -211,9 +242,13 @@ class TipConditioner(Device):
 
         def run() -> None:
             stm.backend.condition(action, x_nm * NM, y_nm * NM)
-            self.last_action.put(action.name)
 
-        return stm.submit(run)
+        def act_and_note() -> None:
+            outcome = _outcome_of(run)
+            self.last_action.put(action.name)  # sent, whether or not its reply came
+            self.outcome.put(outcome)
+
+        return stm.submit(act_and_note)
 
     def check_action(self, action: Action) -> None:
         """Raise a ValueError if `action` exceeds the bias or dip-depth safety limit."""
@@ -289,12 +324,15 @@ class STM(Device):
             axis.set_limits(-half_range_nm, half_range_nm)
         self.scanner.size_nm.set_limits(0.1, 2 * half_range_nm)
         self.zctrl.z_range_nm.put(backend.z_range_m() / NM)
+        speed = self.scanner.speed_nm_s
         if isinstance(backend, ScanSpeedControl):
-            speed = self.scanner.speed_nm_s
             current = getattr(backend, "scan_speed_m_s", None)
             if isinstance(current, (int, float)):  # start from the instrument's own speed
                 speed.put(round(current / NM, 9))
             speed._backend_call = "set_scan_speed"
+        if isinstance(backend, ScanTimeouts):  # scan timeouts follow the speed
+            speed.subscribe(lambda value, **_: backend.use_scan_speed(float(value) * NM),
+                            run=True)
 
     def submit(self, work: Callable[[], object]) -> DeviceStatus:
         """Run `work` on the backend thread; the status finishes (or fails) with it."""
@@ -321,6 +359,33 @@ class STM(Device):
             self.zctrl.update_contact(image)
 
         return self.submit(scan)
+
+    def take_outages(self) -> list[Outage]:
+        """The connection outages that ended since the last call (none for the simulator).
+
+        Each `Outage` has ``start`` and ``end`` (epoch seconds) and ``cause``; once taken,
+        an outage is not returned again.
+        """
+        take = getattr(self.backend, "take_outages", None)
+        return list(take()) if callable(take) else []
+
+    def instrument_metadata(self) -> dict:
+        """What a run's start document should say about the instrument.
+
+        The backend (``sim``, ``labview``, ``nanonis``), its address, what the instrument
+        reported (ranges, protocol extensions) and the ranges the device works with.
+        """
+        info = {"backend": type(self.backend).__name__}
+        if isinstance(self.backend, Described):
+            info.update(self.backend.instrument_metadata())
+        else:
+            from deepspm_bluesky.sim import SimulatedMicroscope
+
+            if isinstance(self.backend, SimulatedMicroscope):
+                info = {"backend": "sim", "seed": int(self.backend.seed)}
+        info.update(scan_range_nm=2 * self.scanner.half_range_nm,
+                    z_range_nm=float(self.zctrl.z_range_nm.get()))
+        return info
 
     def destroy(self) -> None:
         """Stop the backend thread and close the instrument connection, if the backend has one."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 
 import numpy as np
 
@@ -22,7 +23,7 @@ from deepspm_bluesky.actions import Action
 from deepspm_bluesky.sim import SimulatedMicroscope
 
 from . import labview_wire as wire
-from .tcp import SingleClientServer
+from .tcp import SingleClientServer, log_to_stderr, milliseconds_since
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,14 @@ class LabVIEWServer(SingleClientServer):
         self.send(conn, self.reply(request))
 
     def reply(self, request: str) -> bytes:
-        """The reply bytes for one request text."""
+        """The reply bytes for one request text (logged at DEBUG with its timing)."""
+        started = time.perf_counter()
+        data = self._answer(request)
+        log.debug("%s -> %s in %.1f ms", request, _describe(data, request),
+                  milliseconds_since(started))
+        return data
+
+    def _answer(self, request: str) -> bytes:
         is_scan = request.lstrip().startswith("scan")
         try:
             name, args = wire.parse_request(request)
@@ -143,6 +151,14 @@ class LabVIEWServer(SingleClientServer):
         return f"{args[0]}:{value!r}".encode()
 
 
+def _describe(reply: bytes, request: str) -> str:
+    """A reply in a log line: an image by its shape, text as it is."""
+    if request.lstrip().startswith("scan") and len(reply) >= wire.SHAPE_HEADER.size:
+        rows, cols = wire.SHAPE_HEADER.unpack_from(reply)
+        return f"{rows} x {cols} image ({len(reply)} bytes)"
+    return repr(reply[:120].decode("ascii", errors="replace"))
+
+
 def _numbers(args: list[str], request: str, count: int) -> list[float]:
     if len(args) < count:
         raise ValueError(f"{request}: expected {count} arguments, got {len(args)}")
@@ -167,9 +183,13 @@ def action_from_wire(dip_m: float, bias_v: float, duration_s: float) -> Action:
                   require_free_nm=0.0, reset=False)
 
 
-def serve_labview(port: int = wire.DEFAULT_PORT, seed: int = 0,
-                  host: str = "127.0.0.1") -> None:
-    """Serve a `SimulatedMicroscope(seed=seed)` on (host, port) until interrupted."""
+def serve_labview(port: int = wire.DEFAULT_PORT, seed: int = 0, host: str = "127.0.0.1",
+                  verbose: bool = False) -> None:
+    """Serve a `SimulatedMicroscope(seed=seed)` on (host, port) until interrupted.
+
+    Connections are logged to stderr; with `verbose`, every request and reply with its time.
+    """
+    log_to_stderr(verbose)
     server = LabVIEWServer(SimulatedMicroscope(seed=seed), host, port)
     log.info("DeepSPM LabVIEW protocol server (simulator, seed %d) on %s:%d", seed,
                 *server.address)

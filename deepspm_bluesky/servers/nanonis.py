@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import socket
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,11 +27,12 @@ import numpy as np
 from deepspm_bluesky.sim import SimulatedMicroscope
 
 from .labview import action_from_wire
-from .tcp import SingleClientServer
+from .tcp import SingleClientServer, log_to_stderr, milliseconds_since
 
 log = logging.getLogger(__name__)
 
 HEADER = struct.Struct(">32siHH")
+DEFAULT_PORT = 6501  # the first port of the Nanonis TCP programming interface
 MAX_BODY_BYTES = 1 << 20
 # Signal slots of the scan buffer; the Z channel is where most installations keep it.
 SIGNAL_SLOTS = {0: "Current (A)", 14: "Z (m)"}
@@ -156,7 +158,15 @@ class NanonisServer(SingleClientServer):
         self.send(conn, reply)
 
     def reply(self, name: bytes, body: bytes) -> bytes:
-        """Run one command; the response message, errors in its error section."""
+        """Run one command; the response message, errors in its error section (logged)."""
+        started = time.perf_counter()
+        message = self._answer(name, body)
+        log.debug("%s (%d bytes) -> %d bytes in %.1f ms", name.rstrip(b"\0").decode(
+            "ascii", errors="replace"), len(body), len(message) - HEADER.size,
+            milliseconds_since(started))
+        return message
+
+    def _answer(self, name: bytes, body: bytes) -> bytes:
         command = name.rstrip(b"\0").decode("ascii", errors="replace")
         try:
             codes, handler = self.commands[command]
@@ -296,8 +306,13 @@ class NanonisServer(SingleClientServer):
         return b""
 
 
-def serve_nanonis(port: int = 6501, seed: int = 0, host: str = "127.0.0.1") -> None:
-    """Serve a fake Nanonis controller on a `SimulatedMicroscope(seed=seed)` until interrupted."""
+def serve_nanonis(port: int = DEFAULT_PORT, seed: int = 0, host: str = "127.0.0.1",
+                  verbose: bool = False) -> None:
+    """Serve a fake Nanonis controller on a `SimulatedMicroscope(seed=seed)` until interrupted.
+
+    Connections are logged to stderr; with `verbose`, every command and response with its time.
+    """
+    log_to_stderr(verbose)
     server = NanonisServer(SimulatedMicroscope(seed=seed), host, port)
     log.info("fake Nanonis TCP server (simulator, seed %d) on %s:%d", seed, *server.address)
     try:

@@ -3,6 +3,8 @@
 Instrument servers subclass `SingleClientServer` and implement `serve_client`, which reads
 requests from one connected socket until the client leaves. A client that disconnects, even in
 the middle of a request, only ends its own session: the server goes back to `accept`.
+Each connection is logged (INFO); each request and reply with its timing at DEBUG, which
+`log_to_stderr(verbose=True)` shows.
 """
 
 from __future__ import annotations
@@ -10,13 +12,28 @@ from __future__ import annotations
 import logging
 import select
 import socket
+import sys
 import threading
+import time
 from typing import Self
 
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05  # how often a waiting server looks at its stop flag
 SEND_TIMEOUT_S = 30.0  # a client that stops reading for this long is dropped
+
+
+def log_to_stderr(verbose: bool = False) -> None:
+    """Show the servers' log on stderr: connections, and with `verbose` every exchange."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("deepspm_bluesky.servers").setLevel(
+        logging.DEBUG if verbose else logging.INFO)
+
+
+def milliseconds_since(started: float) -> float:
+    """Milliseconds elapsed since the `time.perf_counter()` reading `started`."""
+    return (time.perf_counter() - started) * 1e3
 
 
 class ServerStopped(Exception):
