@@ -19,6 +19,7 @@ import numpy as np
 from ..actions import Action
 from . import render
 from .conditioning import apply_action, reformed_tip, strength
+from .families import DEFAULT_FAMILY, FAMILIES, RANDOM_FAMILY, make_sample
 from .render import Motion
 from .sample import Sample
 from .tip import STATES, Tip, degraded, random_tip
@@ -56,6 +57,13 @@ class SimulatedMicroscope:
         Injectable sleep and monotonic clock, so that tests of the realtime mode need not wait.
     settle_s
         Instrument time an approach takes, waiting for creep to settle.
+    family
+        Surface family of every approach area (`sim.families.FAMILIES`), or "random" for
+        a new family per area; None (default) is MgPc on Ag(100), as it always was.
+    artifacts
+        Scale of the scanner artefacts drawn per area (bow, creep of the slow axis, line
+        offsets; `render.ScannerArtifacts`): 0 none; None (default) 0 without a family, 1
+        with one.
 
     Notes
     -----
@@ -80,9 +88,19 @@ class SimulatedMicroscope:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         settle_s: float = SETTLE_S,
+        family: str | None = None,
+        artifacts: float | None = None,
     ) -> None:
         if tip_state not in STATES:
             raise ValueError(f"unknown tip state {tip_state!r}; known: {STATES}")
+        if family is not None and family not in (*FAMILIES, RANDOM_FAMILY):
+            raise ValueError(f"unknown surface family {family!r}; known: {FAMILIES} "
+                             f"or {RANDOM_FAMILY!r}")
+        self.family = family
+        self.artifacts_level = (0.0 if family is None else 1.0) if artifacts is None \
+            else float(artifacts)
+        if not self.artifacts_level >= 0:
+            raise ValueError(f"artifacts must be >= 0, got {artifacts}")
         if not realtime >= 0:
             raise ValueError(f"realtime factor must be >= 0, got {realtime}")
         self.seed = seed
@@ -209,8 +227,23 @@ class SimulatedMicroscope:
     # -- internals ---------------------------------------------------------------------
     def _new_area(self) -> None:
         area_rng = np.random.default_rng([self.seed, 0, self.area_index])
-        self.sample = Sample.random(area_rng, AREA_SIZE_M)
+        if self.family is None:
+            self.sample = Sample.random(area_rng, AREA_SIZE_M)
+        else:
+            family_rng = np.random.default_rng([self.seed, 3, self.area_index])
+            family = (FAMILIES[int(family_rng.integers(len(FAMILIES)))]
+                      if self.family == RANDOM_FAMILY else self.family)
+            self.sample = make_sample(family, area_rng, AREA_SIZE_M)
         self.tilt = area_rng.uniform(-MAX_TILT, MAX_TILT, 2)
+        self.scanner = render.ScannerArtifacts()
+        if self.artifacts_level > 0:
+            self.scanner = render.ScannerArtifacts.random(
+                np.random.default_rng([self.seed, 4, self.area_index]), self.artifacts_level)
+
+    @property
+    def surface_family(self) -> str:
+        """The family of the current approach area."""
+        return getattr(self.sample, "family", DEFAULT_FAMILY)
 
     def _settle(self, wait: bool = True) -> None:
         """A fresh approach: new drift and creep, piezo near its working extension."""
@@ -261,13 +294,15 @@ class SimulatedMicroscope:
         gx = x_m + drift[0, 0] + (np.arange(-pad, pixels + pad) - (pixels - 1) / 2) * pitch
         gy = y_m + offsets + drift[:, 1]
         gain = render.electronic_gain(self.bias_v, self.setpoint_a)
-        image = render.topography(self.sample, tip, gx, gy, gain=gain)
+        image = render.topography(self.sample, tip, gx, gy, gain=gain, bias_v=self.bias_v)
         if pad:
             image = render.sheared(image, shift_px, pad)
         image += self.tilt[0] * (x_m + offsets)[None, :] + self.tilt[1] * gy[:, None]
         image += (self.z_offset_m + self.motion.z(t_rows))[:, None]
         image += render.noise(self._noise_rng, pixels, pixels)
         image += render.instability(self._noise_rng, tip.instability, pixels, pixels)
+        if self.artifacts_level > 0:
+            image += self.scanner.image(self._noise_rng, pixels, pixels, size_m / AREA_SIZE_M)
         return image
 
 

@@ -36,7 +36,7 @@ def electronic_gain(bias_v: float, setpoint_a: float) -> float:
 
 
 def topography(sample: Sample, tip: Tip, gx: np.ndarray, gy: np.ndarray, *,
-               gain: float = 1.0) -> np.ndarray:
+               gain: float = 1.0, bias_v: float = 1.0) -> np.ndarray:
     """Constant-current topography: the upper envelope over the tip's protrusions.
 
     Protrusion i at (dx, dy, dz) sees the sample at (x + dx, y + dy); the tip must rise until
@@ -44,10 +44,12 @@ def topography(sample: Sample, tip: Tip, gx: np.ndarray, gy: np.ndarray, *,
     A second protrusion thus prints a ghost of each feature taller than its retraction dz;
     one retracted further than the relief under it is skipped. Contrast scales the molecules
     (below -1 they invert); a positive contrast also lights up their centres. `gain` is the
-    `electronic_gain` of the imaging conditions.
+    `electronic_gain` of the imaging conditions; `bias_v` reaches surfaces whose contrast
+    depends on the polarity (`sim.families`).
     """
     looks = {"adsorbate_gain": gain * (1.0 + tip.contrast),
-             "centre_gain": 1.0 + CENTRE_GAIN_PER_CONTRAST * max(tip.contrast, 0.0)}
+             "centre_gain": 1.0 + CENTRE_GAIN_PER_CONTRAST * max(tip.contrast, 0.0),
+             "bias_v": bias_v}
     out = sample.heights(gx, gy, blur_m=tip.blur_m, **looks)
     extra = tip.apexes[1:]
     if len(extra) == 0:
@@ -153,3 +155,44 @@ class Motion:
     def z(self, t_s: np.ndarray) -> np.ndarray:
         """Creep of the z piezo at times `t_s` (decays to zero)."""
         return self.creep_z_m * np.exp(-(np.asarray(t_s) - self.approached_at_s) / self.tau_s)
+
+
+@dataclass(frozen=True)
+class ScannerArtifacts:
+    """Artefacts of a real scanner beyond noise and drift, drawn per approach area.
+
+    Attributes
+    ----------
+    bow_m
+        Height of the bow of the fast axis (piezo-tube arc): a parabola over each line.
+    creep_m
+        Amplitude of the slow-axis creep after a frame start: ``creep_m * exp(-row / tau)``.
+    creep_rows
+        Decay length of that creep in scan lines.
+    line_offset_m
+        rms of an extra random offset per scan line (feedback, tip changes).
+    """
+
+    bow_m: float = 0.0
+    creep_m: float = 0.0
+    creep_rows: float = 1.0
+    line_offset_m: float = 0.0
+
+    @classmethod
+    def random(cls, rng: np.random.Generator, level: float = 1.0) -> ScannerArtifacts:
+        """Artefacts of a random scanner; `level` scales their amplitudes (0: none)."""
+        return cls(bow_m=level * rng.uniform(-300e-12, 300e-12),
+                   creep_m=level * rng.uniform(-100e-12, 100e-12),
+                   creep_rows=rng.uniform(3, 30),
+                   line_offset_m=level * rng.uniform(0, 15e-12) * (rng.random() < 0.5))
+
+    def image(self, rng: np.random.Generator, rows: int, cols: int,
+              frame_fraction: float) -> np.ndarray | float:
+        """The artefacts of one frame (m); a bow scales with the frame's share of the range."""
+        if self.bow_m == self.creep_m == self.line_offset_m == 0.0:
+            return 0.0
+        u = np.linspace(-1, 1, cols)
+        out = (self.bow_m * frame_fraction) * (u * u)[None, :]
+        lines = self.creep_m * np.exp(-np.arange(rows) / self.creep_rows)
+        lines = lines + self.line_offset_m * rng.standard_normal(rows)
+        return out + lines[:, None]

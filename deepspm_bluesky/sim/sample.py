@@ -184,6 +184,7 @@ class Steps:
     meander_m: np.ndarray
     wavenumber: np.ndarray
     phase: np.ndarray
+    height_m: float = STEP_HEIGHT_M
 
     @classmethod
     def random(cls, rng: np.random.Generator, size_m: float) -> Steps:
@@ -206,7 +207,7 @@ class Steps:
         reach = np.hypot(x1 - x0, y1 - y0) / 2 + self.meander_m + 8 * width
         d_centre = self.normals @ centre - self.offsets_m
         far = np.abs(d_centre) > reach
-        level = float(np.sum(self.signs[far] * np.sign(d_centre[far]))) * STEP_HEIGHT_M / 2
+        level = float(np.sum(self.signs[far] * np.sign(d_centre[far]))) * self.height_m / 2
         return ~far, level
 
     def image(self, gx: np.ndarray, gy: np.ndarray, blur_m: float = 0.0) -> np.ndarray:
@@ -222,7 +223,7 @@ class Steps:
             (nx, ny), a, k = self.normals[i], self.meander_m[i], self.wavenumber[i]
             d = nx * X + ny * Y - self.offsets_m[i] - a * np.sin(k * (nx * Y - ny * X)
                                                                  + self.phase[i])
-            out += (self.signs[i] * STEP_HEIGHT_M / 2) * np.tanh(d / width)
+            out += (self.signs[i] * self.height_m / 2) * np.tanh(d / width)
         return out
 
 
@@ -240,6 +241,8 @@ class Sample:
         Clusters, and whatever the tip leaves behind (dips, crashes, pulses).
     lattice_angle
         Orientation of the atomic lattice in radians.
+    lattice_m
+        Constant of the square atomic lattice (Ag(100)); 0 draws none.
     """
 
     size_m: float
@@ -247,6 +250,7 @@ class Sample:
     molecules: Molecules
     debris: Gaussians = field(default_factory=Gaussians)
     lattice_angle: float = 0.0
+    lattice_m: float = LATTICE_M
 
     @classmethod
     def random(cls, rng: np.random.Generator, size_m: float) -> Sample:
@@ -260,7 +264,8 @@ class Sample:
         return cls(size_m, steps, molecules, debris, rng.uniform(0, np.pi / 2))
 
     def heights(self, gx: np.ndarray, gy: np.ndarray, *, blur_m: float = 0.0,
-                adsorbate_gain: float = 1.0, centre_gain: float = 1.0) -> np.ndarray:
+                adsorbate_gain: float = 1.0, centre_gain: float = 1.0,
+                bias_v: float = 1.0) -> np.ndarray:
         """Topography at the grid (gx, gy) in metres, without the piezo's tilt and noise.
 
         Parameters
@@ -274,6 +279,9 @@ class Sample:
         centre_gain
             Factor on the height of a molecule's centre (a tip that picked something up can
             image the metal centre brightly).
+        bias_v
+            Imaging bias (the families of `sim.families` that image the two polarities
+            differently use it; Ag(100)/MgPc's polarity is in `adsorbate_gain`).
         """
         out = self.steps.image(gx, gy, blur_m)
         out += self._lattice(gx, gy, blur_m)
@@ -288,7 +296,8 @@ class Sample:
         return out
 
     def relief_bound_m(self, x0: float, x1: float, y0: float, y1: float, *,
-                       adsorbate_gain: float = 1.0, centre_gain: float = 1.0) -> float:
+                       adsorbate_gain: float = 1.0, centre_gain: float = 1.0,
+                       bias_v: float = 1.0) -> float:
         """An upper bound of max - min of the topography in the box (cheap, no grid).
 
         A tip protrusion retracted by more than this cannot touch anything in the box.
@@ -297,7 +306,7 @@ class Sample:
         _, debris_height, _ = self.debris.bumps(x0, x1, y0, y1)
         m = MOLECULE_REACH_M
         molecules = self.molecules.near(x0 - m, x1 + m, y0 - m, y1 + m).size > 0
-        return (STEP_HEIGHT_M * np.count_nonzero(near_steps) + 2 * LATTICE_CORRUGATION_M
+        return (self.steps.height_m * np.count_nonzero(near_steps) + 2 * LATTICE_CORRUGATION_M
                 + molecules * 2 * (LOBE_HEIGHT_M + CENTRE_HEIGHT_M * abs(centre_gain))
                 * abs(adsorbate_gain)
                 + float(np.sum(np.abs(debris_height))))
@@ -305,9 +314,11 @@ class Sample:
     def _lattice(self, gx: np.ndarray, gy: np.ndarray, blur_m: float) -> np.ndarray:
         """Square atomic corrugation, only where pixels resolve it (no aliasing)."""
         pixel = abs(gx[-1] - gx[0]) / max(gx.size - 1, 1)
-        k = 2 * np.pi / LATTICE_M
+        if self.lattice_m <= 0:
+            return 0.0
+        k = 2 * np.pi / self.lattice_m
         amplitude = LATTICE_CORRUGATION_M * np.exp(-((k * blur_m) ** 2) / 2)
-        if pixel > LATTICE_M / 3 or amplitude < 1e-13:
+        if pixel > self.lattice_m / 3 or amplitude < 1e-13:
             return 0.0
         c, s = np.cos(self.lattice_angle), np.sin(self.lattice_angle)
         out = 0.0

@@ -1,0 +1,415 @@
+"""Surface families beyond MgPc on Ag(100): metals, semiconductors, graphite, molecular
+layers, vicinal surfaces and clusters, all imaged through the same tip model.
+
+Every family is a `Sample` (terraces, adsorbates, debris) with one more analytic layer, the
+surface's own `Texture`: a periodic corrugation, a reconstruction, adatoms, dimer rows, dense
+molecular islands. The tip acts on each family the same way, through the two arguments
+`render.topography` passes to `Sample.heights`:
+
+- ``blur_m`` damps a corrugation of wave number k by exp(-(k blur)^2 / 2) and widens every
+  Gaussian feature (a blunt tip loses the atoms and the molecules alike);
+- ``adsorbate_gain`` scales the apparent height of the features that carry the surface's
+  contrast (molecules, adatoms, atoms, dangling bonds; negative inverts them), so a
+  contaminated tip changes the contrast of graphite's atoms as it does that of molecules;
+- double tips and instability act on the heights after they are drawn (`render`).
+
+A feature is drawn only where the pixels resolve it (pixel <= a third of its period or
+width), as the existing Ag(100) lattice is, so a 100 nm frame costs no more than a 10 nm one.
+
+References
+----------
+Au(111) herringbone: Barth et al., Phys. Rev. B 42, 9307 (1990),
+https://doi.org/10.1103/PhysRevB.42.9307. Si(111)-7x7 (DAS model): Takayanagi et al.,
+J. Vac. Sci. Technol. A 3, 1502 (1985), https://doi.org/10.1116/1.573160. H:Si(100)-2x1
+dimer rows: Boland, Phys. Rev. Lett. 65, 3325 (1990),
+https://doi.org/10.1103/PhysRevLett.65.3325.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .sample import CLUSTER_SIGMA_M, Gaussians, Molecules, Sample, Steps, gaussian_image
+
+DEFAULT_FAMILY = "ag100_mgpc"
+RESOLVED = 3.0  # a feature is drawn when its period (or 4 sigma) spans this many pixels
+
+
+def _hex_vectors(a_m: float, angle: float) -> np.ndarray:
+    """Primitive vectors (2, 2) of a hexagonal lattice of constant `a_m`."""
+    phis = angle + np.array([0.0, np.pi / 3])
+    return a_m * np.stack([np.cos(phis), np.sin(phis)], axis=1)
+
+
+def _lattice_points(vectors: np.ndarray, box: tuple[float, float, float, float],
+                    margin_m: float) -> np.ndarray:
+    """Points ``i a1 + j a2`` (m, 2) that fall inside the box grown by `margin_m`."""
+    x0, x1, y0, y1 = box[0] - margin_m, box[1] + margin_m, box[2] - margin_m, box[3] + margin_m
+    corners = np.array([[x0, y0], [x0, y1], [x1, y0], [x1, y1]])
+    ij = corners @ np.linalg.inv(vectors)
+    lo, hi = np.floor(ij.min(axis=0)).astype(int), np.ceil(ij.max(axis=0)).astype(int)
+    i, j = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1), indexing="ij")
+    points = np.stack([i.ravel(), j.ravel()], 1) @ vectors
+    inside = ((points[:, 0] >= x0) & (points[:, 0] <= x1)
+              & (points[:, 1] >= y0) & (points[:, 1] <= y1))
+    return points[inside]
+
+
+def _pixel(gx: np.ndarray) -> float:
+    return abs(gx[-1] - gx[0]) / max(gx.size - 1, 1)
+
+
+def _waves(gx: np.ndarray, gy: np.ndarray, kvecs: np.ndarray, phases: np.ndarray) -> np.ndarray:
+    """sum_i cos(k_i . r + phase_i) on the grid, as separable outer products."""
+    out = np.zeros((gy.size, gx.size))
+    for (kx, ky), phase in zip(kvecs, phases, strict=True):
+        ax, ay = kx * gx + phase, ky * gy
+        out += np.outer(np.cos(ay), np.cos(ax)) - np.outer(np.sin(ay), np.sin(ax))
+    return out
+
+
+@dataclass
+class Texture:
+    """The periodic or dense layer of a family (nothing for Ag(100)/MgPc).
+
+    Parameters
+    ----------
+    kind
+        "none", "hexagonal" (close-packed atoms; graphite's 3-of-6), "herringbone"
+        (hexagonal atoms plus Au(111)'s zig-zag ridge pairs), "adatoms_7x7", "dimer_rows",
+        "islands" (dense molecular layer in islands).
+    a_m
+        Lattice constant of the corrugation (atoms, rows or molecules).
+    corrugation_m
+        Peak-to-peak height of the atomic corrugation (or feature height).
+    angle
+        Orientation in radians.
+    phase
+        Random phase of the lattice (2,).
+    extra
+        Kind-specific numbers (ridge period, island wave vectors, ...).
+    """
+
+    kind: str = "none"
+    a_m: float = 0.0
+    corrugation_m: float = 0.0
+    angle: float = 0.0
+    phase: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    extra: dict = field(default_factory=dict)
+
+    def heights(self, gx: np.ndarray, gy: np.ndarray, *, blur_m: float, gain: float,
+                bias_v: float, levels: np.ndarray | None = None,
+                step_height_m: float = 1.0) -> np.ndarray | float:
+        """The texture's heights on the grid (0.0 when nothing is resolved)."""
+        if self.kind == "none":
+            return 0.0
+        pixel = _pixel(gx)
+        out = 0.0
+        if self.kind in ("hexagonal", "herringbone"):
+            out = self._hexagonal(gx, gy, pixel, blur_m, gain)
+            if self.kind == "herringbone":
+                out = out + gain * self._herringbone(gx, gy, pixel, blur_m)
+        elif self.kind == "adatoms_7x7":
+            out = self._adatoms(gx, gy, pixel, blur_m, gain, bias_v)
+        elif self.kind == "dimer_rows":
+            out = self._dimer_rows(gx, gy, pixel, blur_m, gain, levels, step_height_m)
+        elif self.kind == "islands":
+            out = self._islands(gx, gy, pixel, blur_m, gain)
+        return out
+
+    def relief_m(self, gain: float) -> float:
+        """An upper bound of the texture's max - min."""
+        ridge = self.extra.get("ridge_m", 0.0)
+        return abs(gain) * (self.corrugation_m + ridge) + self.extra.get("hole_m", 0.0)
+
+    # -- kinds ---------------------------------------------------------------------------
+    def _hexagonal(self, gx, gy, pixel, blur_m, gain):
+        if pixel > self.a_m / RESOLVED:
+            return 0.0
+        k = 4 * np.pi / (np.sqrt(3) * self.a_m)
+        damp = np.exp(-((k * blur_m) ** 2) / 2)
+        if damp < 1e-3:
+            return 0.0
+        phis = self.angle + np.pi / 6 + np.arange(3) * 2 * np.pi / 3
+        kvecs = k * np.stack([np.cos(phis), np.sin(phis)], 1)
+        phases = np.array([self.phase[0], self.phase[1], -self.phase[0] - self.phase[1]])
+        # sum of three cosines lies in [-1.5, 3]: maxima on a triangular lattice
+        return (gain * damp * self.corrugation_m / 4.5) * (_waves(gx, gy, kvecs, phases) + 1.5)
+
+    def _herringbone(self, gx, gy, pixel, blur_m):
+        """Pairs of ridges 6.3 nm apart, bending by 120 degrees every half zig-zag period."""
+        period, width = self.extra["ridge_period_m"], self.extra["ridge_sigma_m"]
+        if pixel > 4 * np.hypot(width, blur_m) / RESOLVED:
+            return 0.0
+        c, s = np.cos(self.angle), np.sin(self.angle)
+        u = c * gx[None, :] + s * gy[:, None]  # across the ridges
+        v = -s * gx[None, :] + c * gy[:, None]  # along them
+        zig = self.extra["zigzag_m"]
+        tri = np.abs((v / zig) % 2.0 - 1.0) * zig * np.tan(np.pi / 6)  # triangle wave
+        phase = ((u + tri) / period + self.phase[0]) % 1.0
+        sigma2 = width**2 + blur_m**2
+        out = np.zeros_like(phase)
+        for centre in (0.35, 0.65):  # the two soliton walls of one period
+            d = (phase - centre) * period
+            out += np.exp(-d * d / (2 * sigma2))
+        return self.extra["ridge_m"] * width / np.sqrt(sigma2) * out
+
+    def _adatoms(self, gx, gy, pixel, blur_m, gain, bias_v):
+        """Si(111)-7x7: 12 adatoms per cell, faulted half brighter in filled states,
+        corner holes as depressions."""
+        a = self.a_m  # 2.69 nm
+        sigma = self.extra["adatom_sigma_m"]
+        if pixel > 4 * np.hypot(sigma, blur_m) / RESOLVED:
+            return 0.0
+        vectors = _hex_vectors(a, self.angle)
+        box = (gx[0], gx[-1], gy[0], gy[-1])
+        reach = 4 * np.hypot(sigma, blur_m)
+        cells = _lattice_points(vectors, box, a + reach) + self.phase @ vectors
+        basis, faulted = _seven_by_seven_basis(vectors)
+        xy = (cells[:, None, :] + basis[None]).reshape(-1, 2)
+        faulted_gain = 1.25 if bias_v < 0 else 1.05
+        heights = np.tile(self.corrugation_m * gain * np.where(faulted, faulted_gain, 1.0),
+                          len(cells))
+        near = ((xy[:, 0] > box[0] - reach) & (xy[:, 0] < box[1] + reach)
+                & (xy[:, 1] > box[2] - reach) & (xy[:, 1] < box[3] + reach))
+        xy, heights = xy[near], heights[near]
+        sigmas = np.full(len(xy), sigma)
+        holes = gaussian_image(cells, np.full(len(cells), -self.extra["hole_m"]),
+                               np.full(len(cells), self.extra["hole_sigma_m"]), gx, gy, blur_m)
+        return gaussian_image(xy, heights, sigmas, gx, gy, blur_m) + holes
+
+    def _dimer_rows(self, gx, gy, pixel, blur_m, gain, levels, step_height_m):
+        """Rows of dimers (period 0.768 nm) turning by 90 degrees on every other terrace."""
+        period = self.a_m
+        if pixel > period / RESOLVED:
+            return 0.0
+        k = 2 * np.pi / period
+        damp = np.exp(-((k * blur_m) ** 2) / 2)
+        if damp < 1e-3:
+            return 0.0
+        amp = gain * damp * self.corrugation_m / 2
+        c, s = np.cos(self.angle), np.sin(self.angle)
+        rows_a = amp * (1 + _waves(gx, gy, np.array([[k * c, k * s]]), self.phase[:1]))
+        rows_b = amp * (1 + _waves(gx, gy, np.array([[-k * s, k * c]]), self.phase[1:]))
+        if levels is None:
+            return rows_a
+        odd = (np.floor(levels / step_height_m + 0.5) % 2).astype(bool)
+        return np.where(odd, rows_b, rows_a)
+
+    def _islands(self, gx, gy, pixel, blur_m, gain):
+        """A close-packed molecular layer cut into islands by a smooth random field."""
+        a = self.a_m
+        sigma = self.extra["molecule_sigma_m"]
+        box = (gx[0], gx[-1], gy[0], gy[-1])
+        points = _lattice_points(_hex_vectors(a, self.angle), box, 4 * sigma)
+        points = points + self.phase @ _hex_vectors(a, self.angle)
+        keep = _island_field(points, self.extra["island_k"], self.extra["island_phase"]) \
+            > self.extra["island_level"]
+        points = points[keep]
+        if pixel > 4 * np.hypot(sigma, blur_m) / RESOLVED:  # unresolved: islands as plateaus
+            sigma = max(sigma, 0.6 * a, pixel)
+        return gaussian_image(points, np.full(len(points), gain * self.corrugation_m),
+                              np.full(len(points), sigma), gx, gy, blur_m)
+
+
+def _seven_by_seven_basis(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Adatom positions of one 7x7 cell (12, 2) and whether each sits in the faulted half.
+
+    Each triangular half of the cell holds six adatoms two 1x1 spacings apart, at (i, j)
+    a/7 with i, j odd and i + j <= 6 (the other half mirrored through the cell's centre);
+    the corner holes sit at the cell's corners (Takayanagi et al. 1985).
+    """
+    ij = np.array([(1, 1), (3, 1), (5, 1), (1, 3), (3, 3), (1, 5)]) / 7
+    frac = np.concatenate([ij, 1 - ij])
+    return frac @ vectors, np.repeat([True, False], 6)
+
+
+def _island_field(points: np.ndarray, kvecs: np.ndarray, phases: np.ndarray) -> np.ndarray:
+    """A smooth random field (sum of a few plane waves) at `points`."""
+    return np.cos(points @ kvecs.T + phases).sum(axis=1)
+
+
+@dataclass
+class FamilySample(Sample):
+    """A `Sample` of one surface family: its terraces (own step height), adsorbates, debris
+    and `Texture`. Heights are evaluated as `Sample.heights` plus the texture."""
+
+    family: str = DEFAULT_FAMILY
+    texture: Texture = field(default_factory=Texture)
+
+    def heights(self, gx: np.ndarray, gy: np.ndarray, *, blur_m: float = 0.0,
+                adsorbate_gain: float = 1.0, centre_gain: float = 1.0,
+                bias_v: float = 1.0) -> np.ndarray:
+        """Topography at the grid (see `Sample.heights`), with the family's texture."""
+        out = super().heights(gx, gy, blur_m=blur_m, adsorbate_gain=adsorbate_gain,
+                              centre_gain=centre_gain, bias_v=bias_v)
+        levels = None
+        if self.texture.kind == "dimer_rows":
+            levels = self.steps.image(gx, gy, 0.0)
+        return out + self.texture.heights(gx, gy, blur_m=blur_m, gain=adsorbate_gain,
+                                          bias_v=bias_v, levels=levels,
+                                          step_height_m=self.steps.height_m)
+
+    def relief_bound_m(self, x0: float, x1: float, y0: float, y1: float, *,
+                       adsorbate_gain: float = 1.0, centre_gain: float = 1.0,
+                       bias_v: float = 1.0) -> float:
+        return (super().relief_bound_m(x0, x1, y0, y1, adsorbate_gain=adsorbate_gain,
+                                       centre_gain=centre_gain, bias_v=bias_v)
+                + self.texture.relief_m(1.3 * adsorbate_gain))
+
+
+# -- the families ------------------------------------------------------------------------
+def _clusters(rng: np.random.Generator, size_m: float, per_m2: float,
+              height_m: tuple[float, float], scale: float = 1.0) -> Gaussians:
+    """Irregular clusters (five Gaussians each, as `sample.cluster` draws them), vectorised."""
+    n = rng.poisson(per_m2 * size_m * size_m)
+    parts = 5
+    sigma = rng.uniform(*CLUSTER_SIGMA_M, (n, parts)) / 2 * scale
+    centres = rng.uniform(-size_m / 2, size_m / 2, (n, 1, 2))
+    xy = centres + rng.normal(0, 1, (n, parts, 2)) * sigma[..., None]
+    height = rng.uniform(*height_m, (n, 1)) * rng.uniform(0.5, 1.0, (n, parts))
+    return Gaussians(xy.reshape(-1, 2), height.ravel(), sigma.ravel())
+
+
+def _steps(rng: np.random.Generator, size_m: float, height_m: float, n: int,
+           spacing_m: tuple[float, float] | None = None) -> Steps:
+    """`n` steps of `height_m`; with `spacing_m`, a vicinal staircase (parallel, bunched)."""
+    if spacing_m is None:
+        steps = Steps.random(rng, size_m)
+        keep = np.arange(len(steps.signs)) < n
+        return Steps(steps.normals[keep], steps.offsets_m[keep], steps.signs[keep],
+                     steps.meander_m[keep], steps.wavenumber[keep], steps.phase[keep], height_m)
+    angle = rng.uniform(0, np.pi)
+    gaps = rng.uniform(*spacing_m, n)
+    bunched = rng.random(n) < 0.4  # step bunches: a few steps close together
+    gaps[bunched] = rng.uniform(0.6e-9, 1.5e-9, np.count_nonzero(bunched))
+    offsets = np.cumsum(gaps)
+    offsets -= offsets.mean()
+    return Steps(
+        normals=np.tile([np.cos(angle), np.sin(angle)], (n, 1)),
+        offsets_m=offsets,
+        signs=np.full(n, rng.choice([-1.0, 1.0])),
+        meander_m=rng.uniform(0, 1.5e-9, n),
+        wavenumber=2 * np.pi / rng.uniform(20e-9, 200e-9, n),
+        phase=rng.uniform(0, 2 * np.pi, n),
+        height_m=height_m,
+    )
+
+
+def _no_molecules() -> Molecules:
+    return Molecules(np.empty((0, 2)), np.empty(0))
+
+
+def _au111(rng, size_m):
+    texture = Texture("herringbone", 0.288e-9, rng.uniform(8e-12, 25e-12),
+                      rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi, 2),
+                      {"ridge_period_m": 6.3e-9, "ridge_sigma_m": 0.45e-9,
+                       "ridge_m": rng.uniform(12e-12, 25e-12), "zigzag_m": 12e-9})
+    return (_steps(rng, size_m, 2.35e-10, int(rng.integers(0, 4))), _no_molecules(),
+            _clusters(rng, size_m, 2e-5 * 1e18, (0.2e-9, 1.2e-9)), texture)
+
+
+def _si111(rng, size_m):
+    texture = Texture("adatoms_7x7", 2.69e-9, rng.uniform(60e-12, 110e-12),
+                      rng.uniform(0, np.pi / 3), rng.uniform(0, 1, 2),
+                      {"adatom_sigma_m": 0.22e-9, "hole_m": rng.uniform(60e-12, 120e-12),
+                       "hole_sigma_m": 0.35e-9})
+    return (_steps(rng, size_m, 3.14e-10, int(rng.integers(0, 3))), _no_molecules(),
+            _clusters(rng, size_m, 1e-5 * 1e18, (0.3e-9, 1.0e-9)), texture)
+
+
+def _hsi100(rng, size_m):
+    texture = Texture("dimer_rows", 0.768e-9, rng.uniform(25e-12, 60e-12),
+                      rng.choice([0.0, np.pi / 2]) + rng.normal(0, 0.02),
+                      rng.uniform(0, 2 * np.pi, 2))
+    n_db = rng.poisson(0.01e18 * size_m * size_m)  # dangling bonds: bright, 0.01 / nm^2
+    debris = _clusters(rng, size_m, 0.5e-5 * 1e18, (0.3e-9, 1.0e-9))
+    debris.add(rng.uniform(-size_m / 2, size_m / 2, (n_db, 2)),
+               rng.uniform(60e-12, 120e-12, n_db), np.full(n_db, 0.35e-9))
+    return (_steps(rng, size_m, 1.36e-10, int(rng.integers(1, 5))), _no_molecules(), debris,
+            texture)
+
+
+def _graphite(rng, size_m):
+    texture = Texture("hexagonal", 0.246e-9, rng.uniform(30e-12, 120e-12),
+                      rng.uniform(0, np.pi / 3), rng.uniform(0, 2 * np.pi, 2))
+    return (_steps(rng, size_m, 3.35e-10, int(rng.integers(0, 2))), _no_molecules(),
+            _clusters(rng, size_m, 0.5e-5 * 1e18, (0.3e-9, 1.5e-9)), texture)
+
+
+def _molecular_islands(rng, size_m):
+    kvecs = 2 * np.pi / rng.uniform(15e-9, 60e-9, (4, 1)) * _unit(rng.uniform(0, np.pi, 4))
+    texture = Texture("islands", rng.uniform(1.2e-9, 2.0e-9), rng.uniform(80e-12, 200e-12),
+                      rng.uniform(0, np.pi / 3), rng.uniform(0, 1, 2),
+                      {"molecule_sigma_m": rng.uniform(0.3e-9, 0.5e-9), "island_k": kvecs,
+                       "island_phase": rng.uniform(0, 2 * np.pi, 4),
+                       "island_level": rng.uniform(-1.0, 1.0)})
+    steps = _steps(rng, size_m, rng.choice([2.04e-10, 2.35e-10, 2.08e-10]),
+                   int(rng.integers(0, 4)))
+    return (steps, _no_molecules(), _clusters(rng, size_m, 1e-5 * 1e18, (0.3e-9, 1.2e-9)),
+            texture)
+
+
+def _step_bunches(rng, size_m):
+    texture = Texture("hexagonal", rng.choice([0.288e-9, 0.256e-9, 0.278e-9]),
+                      rng.uniform(3e-12, 15e-12), rng.uniform(0, np.pi / 3),
+                      rng.uniform(0, 2 * np.pi, 2))
+    n = int(size_m / 6e-9)
+    steps = _steps(rng, size_m, rng.choice([2.04e-10, 2.35e-10, 2.55e-10]), n,
+                   spacing_m=(3e-9, 15e-9))
+    return (steps, _no_molecules(), _clusters(rng, size_m, 0.5e-5 * 1e18, (0.3e-9, 1.0e-9)),
+            texture)
+
+
+def _clusters_family(rng, size_m):
+    texture = Texture("hexagonal", 0.288e-9, rng.uniform(3e-12, 15e-12),
+                      rng.uniform(0, np.pi / 3), rng.uniform(0, 2 * np.pi, 2))
+    debris = _clusters(rng, size_m, rng.uniform(0.005, 0.02) * 1e18, (0.08e-9, 0.35e-9),
+                       scale=rng.uniform(0.6, 2.0))
+    big = _clusters(rng, size_m, 1e-5 * 1e18, (0.5e-9, 2.5e-9), scale=2.0)
+    debris.add(big.xy, big.height, big.sigma)
+    return (_steps(rng, size_m, 2.35e-10, int(rng.integers(0, 3))), _no_molecules(), debris,
+            texture)
+
+
+def _unit(angles: np.ndarray) -> np.ndarray:
+    return np.stack([np.cos(angles), np.sin(angles)], axis=1)
+
+
+_MAKERS = {
+    "au111": _au111,
+    "si111_7x7": _si111,
+    "h_si100": _hsi100,
+    "graphite": _graphite,
+    "molecular_islands": _molecular_islands,
+    "step_bunches": _step_bunches,
+    "clusters": _clusters_family,
+}
+FAMILIES = (DEFAULT_FAMILY, *_MAKERS)
+"""Surface families: the default MgPc on Ag(100), then Au(111) with its herringbone,
+Si(111)-7x7 adatoms, H:Si(100) dimer rows, graphite, dense molecular islands, vicinal
+surfaces with step bunches, and adsorbate clusters of all sizes."""
+RANDOM_FAMILY = "random"
+
+
+def make_sample(family: str, rng: np.random.Generator, size_m: float) -> Sample:
+    """A new approach area of `family` (one of `FAMILIES`), side `size_m`.
+
+    The default family is exactly `Sample.random` (same draws from `rng`), so a simulator
+    given no family images what it always imaged.
+
+    Raises
+    ------
+    ValueError
+        For an unknown family.
+    """
+    if family == DEFAULT_FAMILY:
+        return Sample.random(rng, size_m)
+    if family not in _MAKERS:
+        raise ValueError(f"unknown surface family {family!r}; known: {FAMILIES} "
+                         f"or {RANDOM_FAMILY!r}")
+    steps, molecules, debris, texture = _MAKERS[family](rng, size_m)
+    return FamilySample(size_m, steps, molecules, debris, rng.uniform(0, np.pi / 2),
+                        family=family, texture=texture, lattice_m=0.0)
