@@ -6,8 +6,8 @@ surface's own `Texture`: a periodic corrugation, a reconstruction, adatoms, dime
 molecular islands. The tip acts on each family the same way, through the two arguments
 `render.topography` passes to `Sample.heights`:
 
-- ``blur_m`` damps a corrugation of wave number k by exp(-(k blur)^2 / 2) and widens every
-  Gaussian feature (a blunt tip loses the atoms and the molecules alike);
+- ``blur_m`` damps a corrugation of wave number k by exp(-(k 0.3 blur)^2 / 2) (`ATOMIC_BLUR`)
+  and widens every Gaussian feature (a blunt tip loses the atoms and the molecules alike);
 - ``adsorbate_gain`` scales the apparent height of the features that carry the surface's
   contrast (molecules, adatoms, atoms, dangling bonds; negative inverts them), so a
   contaminated tip changes the contrast of graphite's atoms as it does that of molecules;
@@ -35,6 +35,10 @@ from .sample import CLUSTER_SIGMA_M, Gaussians, Molecules, Sample, Steps, gaussi
 
 DEFAULT_FAMILY = "ag100_mgpc"
 RESOLVED = 3.0  # a feature is drawn when its period (or 4 sigma) spans this many pixels
+# Atomic corrugation is imaged through the apex atom's orbital, not the tip's whole radius:
+# a lattice of wave number k is damped by exp(-(k * ATOMIC_BLUR * blur)^2 / 2), so a good
+# tip (blur 0.05-0.2 nm) resolves graphite's atoms and a blunt one (> 0.35 nm) does not.
+ATOMIC_BLUR = 0.3
 
 
 def _hex_vectors(a_m: float, angle: float) -> np.ndarray:
@@ -129,7 +133,7 @@ class Texture:
         if pixel > self.a_m / RESOLVED:
             return 0.0
         k = 4 * np.pi / (np.sqrt(3) * self.a_m)
-        damp = np.exp(-((k * blur_m) ** 2) / 2)
+        damp = np.exp(-((k * ATOMIC_BLUR * blur_m) ** 2) / 2)
         if damp < 1e-3:
             return 0.0
         phis = self.angle + np.pi / 6 + np.arange(3) * 2 * np.pi / 3
@@ -186,7 +190,7 @@ class Texture:
         if pixel > period / RESOLVED:
             return 0.0
         k = 2 * np.pi / period
-        damp = np.exp(-((k * blur_m) ** 2) / 2)
+        damp = np.exp(-((k * ATOMIC_BLUR * blur_m) ** 2) / 2)
         if damp < 1e-3:
             return 0.0
         amp = gain * damp * self.corrugation_m / 2
