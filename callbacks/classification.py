@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from bluesky.callbacks.core import CallbackBase
 
-from deepspm_bluesky.imaging import check_image
+from deepspm_bluesky.judging import GOOD_TIP_THRESHOLD, judge, tip_is_good
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class LiveTipClassification(CallbackBase):
     """
 
     def __init__(self, classifier: Callable[[np.ndarray], float] | None = None, *,
-                 threshold: float = 0.9,
+                 threshold: float = GOOD_TIP_THRESHOLD,
                  out: Callable[[str], None] | None = print) -> None:
         super().__init__()
         self.classifier = _load_pretrained() if classifier is None else classifier
@@ -153,16 +153,15 @@ class LiveTipClassification(CallbackBase):
             return row(error="image not in the event (external, not filled)")
         try:
             image = np.asarray(doc["data"][key], dtype=np.float64)
-            check = "" if z_range_m is None else check_image(image, z_range_m=z_range_m).verdict
-            if check not in ("", "ok"):
-                return row(check=check)  # the checks decide; the classifier is not asked
-            p_good = float(self.classifier(image))
+            judgement = judge(image, self.classifier, z_range_m=z_range_m)
         except Exception as error:  # bad image or classifier failure: record, never raise
             logger.warning("tip classification of %s #%s failed: %s", key,
                            doc.get("seq_num"), error)
             return row(error=f"{type(error).__name__}: {error}")
-        return row(check=check, p_good=p_good,
-                   tip="good" if p_good >= self.threshold else "bad")
+        if judgement.check not in ("", "ok"):
+            return row(check=judgement.check)  # the checks decide; no classifier verdict
+        tip = "good" if tip_is_good(judgement.p_good, self.threshold) else "bad"
+        return row(check=judgement.check, p_good=judgement.p_good, tip=tip)
 
 
 def _z_range_m(descriptor: dict) -> float | None:

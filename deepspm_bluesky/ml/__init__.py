@@ -1,5 +1,6 @@
 """Machine learning: the tip classifier and the conditioning agent (torch, CPU)."""
 
+from .agents import Agent, NoActionAllowed, RandomAgent, Transition, allowed_indices
 from .classifier import CheckpointError, TipClassifier
 from .data import LabelledImages, load_folder, simulated_dataset
 from .evaluation import Evaluation, evaluate_scores, roc_auc, save_roc_plot
@@ -7,6 +8,11 @@ from .networks import ARCHITECTURES, CompactNet, DeepSPMNet
 from .training import TrainingResult, TrainingSettings, train_classifier
 
 __all__ = [
+    "Agent",
+    "NoActionAllowed",
+    "RandomAgent",
+    "Transition",
+    "allowed_indices",
     "ARCHITECTURES",
     "CheckpointError",
     "CompactNet",

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import rankdata
 
-GOOD_TIP_THRESHOLD = 0.9  # DeepSPM counts the tip as good when P(good) >= 0.9
+from ..judging import GOOD_TIP_THRESHOLD
 
 
 def _checked_scores(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
