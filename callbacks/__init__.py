@@ -1,6 +1,7 @@
-"""Bluesky callbacks: progress, live classification and plots; none is needed for correctness."""
+"""Bluesky callbacks: the journaled Tiled writer, progress, live classification."""
 
 from .classification import LiveTipClassification
+from .journal import JournaledTiledWriter, RunJournal
 from .progress import SurveyProgress
 
-__all__ = ["LiveTipClassification", "SurveyProgress"]
+__all__ = ["JournaledTiledWriter", "LiveTipClassification", "RunJournal", "SurveyProgress"]

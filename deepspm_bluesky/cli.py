@@ -45,23 +45,43 @@ def _make_stm(backend: BackendName, *, seed: int, host: str, port: int | None,
 
 
 def _run_survey(stm, catalog: Path | None, *, images: int, mode: str, backend: BackendName,
-                navigation_file: Path | None = None) -> tuple[str, str]:
-    """Run `autonomous_survey` with a progress bar into the catalog; return (uid, location)."""
-    from bluesky import RunEngine
+                navigation_file: Path | None = None, state: Path | None = None) -> str:
+    """Run `autonomous_survey` into the catalog, pausing on Ctrl-C; return the location.
 
-    from deepspm_bluesky.callbacks import SurveyProgress
-    from deepspm_bluesky.data import batch_size_for, default_catalog, open_catalog, tiled_writer
+    Prints where the data went; a run that ends "fail" or "abort" exits with status 2
+    after one line naming the reason.
+    """
+    from deepspm_bluesky.data import default_catalog, open_catalog
     from deepspm_bluesky.plans import autonomous_survey
+    from deepspm_bluesky.session import run_plan, survey_session
 
     location = str(catalog) if catalog is not None else default_catalog()
-    client = open_catalog(location)
-    engine = RunEngine({}, call_returns_result=False)
-    engine.subscribe(tiled_writer(client, batch_size=batch_size_for(backend.value)))
-    engine.subscribe(SurveyProgress())
-    navigation = str(navigation_file) if navigation_file is not None else None
-    (uid,) = engine(autonomous_survey(stm, max_images=images, mode=mode,
-                                      navigation_file=navigation))
-    return uid, location
+    session = survey_session(open_catalog(location), backend=backend.value)
+    try:
+        plan = autonomous_survey(stm, max_images=images, mode=mode,
+                                 state_dir=None if state is None else str(state),
+                                 navigation_file=None if navigation_file is None
+                                 else str(navigation_file))
+    except (ValueError, OSError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        result = run_plan(session.engine, plan)
+    finally:
+        session.writer.close()
+    for run in session.writer.recovered:
+        typer.echo(f"recovered run {run.uid} from the journal ({_count(run.stop)}), "
+                   f"closed: {run.stop['exit_status']}")
+    for uid in result.run_start_uids:
+        _print_where(uid, location)
+    if result.exit_status != "success":
+        typer.echo(f"survey ended {result.exit_status}: {result.reason}", err=True)
+        raise typer.Exit(2)
+    return location
+
+
+def _count(stop: dict) -> str:
+    return ", ".join(f"{n} {stream}" for stream, n in stop.get("num_events", {}).items())
 
 
 def _print_where(uid: str, location: str) -> None:
@@ -82,9 +102,8 @@ def demo(
     """Survey a simulated STM and store every image and decision in Tiled."""
     from deepspm_bluesky.devices import simulated_stm
 
-    uid, location = _run_survey(simulated_stm(seed=seed), catalog, images=images,
-                                mode="operational", backend=BackendName.sim)
-    _print_where(uid, location)
+    _run_survey(simulated_stm(seed=seed), catalog, images=images, mode="operational",
+                backend=BackendName.sim)
 
 
 @app.command()
@@ -99,8 +118,11 @@ def survey(
     realtime: Annotated[
         float, typer.Option(min=0.0, help="Simulator only: 1 scans as slowly as a real STM.")
     ] = 0.0,
+    state: Annotated[
+        Path | None, typer.Option(help="State directory: resume, journal, STOP file.")
+    ] = None,
     navigation_file: Annotated[
-        Path | None, typer.Option(help="Keep the navigation state here to resume later.")
+        Path | None, typer.Option(help="Keep only the navigation state here (see --state).")
     ] = None,
     outage_s: Annotated[
         float, typer.Option(min=0.0, help="Network backends: wait this long for a lost "
@@ -110,9 +132,8 @@ def survey(
     """Run an autonomous survey on the simulator or a real instrument."""
     stm = _make_stm(backend, seed=seed, host=host, port=port, realtime=realtime,
                     outage_s=outage_s)
-    uid, location = _run_survey(stm, catalog, images=images, mode=mode.value, backend=backend,
-                                navigation_file=navigation_file)
-    _print_where(uid, location)
+    _run_survey(stm, catalog, images=images, mode=mode.value, backend=backend,
+                navigation_file=navigation_file, state=state)
 
 
 def install_profile() -> Path:

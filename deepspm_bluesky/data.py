@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 import warnings
 from pathlib import Path
 
 import platformdirs
 from bluesky_tiled_plugins import TiledWriter
+from bluesky_tiled_plugins.writing.tiled_writer import _RunWriter
 from tiled.catalog import from_uri as catalog_from_uri
 from tiled.client import Context, from_context, from_uri
 from tiled.config import Authentication
 from tiled.server.app import build_app
 
 ENV_VAR = "DEEPSPM_CATALOG"
-SIM_WRITE_BATCH = 10  # events per flush for the simulator: ~100 ev/s into an embedded catalog
+SIM_WRITE_BATCH = 200  # events per write for the simulator (one write costs ~75 ms) ...
+MAX_WAIT_S = 2.0  # ... and no event waits longer than this to reach Tiled
 INSTRUMENT_WRITE_BATCH = 1  # a flush (~75 ms) is small beside a real scan: show each image now
 # The root is a catalog of Bluesky runs, so the client offers catalog[-1], scan ids, search.
 ROOT_SPECS = [{"name": "CatalogOfBlueskyRuns", "version": "3.0"}]
@@ -79,10 +83,73 @@ def batch_size_for(backend: str) -> int:
     return SIM_WRITE_BATCH if backend == "sim" else INSTRUMENT_WRITE_BATCH
 
 
-def tiled_writer(client, *, batch_size: int = SIM_WRITE_BATCH) -> TiledWriter:
-    """A bluesky-tiled-plugins `TiledWriter` that streams runs into `client`.
+def tiled_writer(client, *, batch_size: int = SIM_WRITE_BATCH,
+                 max_wait_s: float = MAX_WAIT_S) -> TimedTiledWriter:
+    """A Tiled writer that streams runs into `client`, by count and by time.
 
-    Events are written `batch_size` at a time (and all at the end of a run); see
-    `batch_size_for`: a real microscope writes each image as it lands.
+    Events are written `batch_size` at a time, and whatever waits is written once the oldest
+    pending event is `max_wait_s` old (and all at the end of a run); see `batch_size_for`: a
+    real microscope writes each image as it lands.
     """
-    return TiledWriter(client, batch_size=batch_size)
+    return TimedTiledWriter(client, batch_size=batch_size, max_wait_s=max_wait_s)
+
+
+class TimedTiledWriter(TiledWriter):
+    """bluesky-tiled-plugins' `TiledWriter`, also flushed by time from a daemon thread.
+
+    TiledWriter batches by count only; a simulated survey makes ~100 images/s and a real one
+    one every few seconds, so pending events are also written when the oldest has waited
+    `max_wait_s`. Documents come from the RunEngine as they are (current schema), so no
+    normalizer runs. `flush` writes what waits now; `close` stops the thread.
+    """
+
+    def __init__(self, client, *, batch_size: int, max_wait_s: float = MAX_WAIT_S) -> None:
+        super().__init__(client, batch_size=batch_size, normalizer=None)
+        self.max_wait_s = float(max_wait_s)
+        self._lock = threading.RLock()
+        self._writers: dict[str, _RunWriter] = {}
+        self._pending_since: float | None = None
+        self._closed = threading.Event()
+        threading.Thread(target=self._flush_when_due, name="tiled-flush", daemon=True).start()
+
+    def _factory(self, name, doc):
+        writer = _RunWriter(self.client, batch_size=self._batch_size)
+        self._writers[doc["uid"]] = writer
+        return [writer], []
+
+    def __call__(self, name, doc):
+        with self._lock:
+            super().__call__(name, doc)
+            if name == "stop":
+                self._writers.pop(doc["run_start"], None)
+            if name == "event" and self._pending_since is None:
+                self._pending_since = time.monotonic()
+            if name in ("event", "stop") and not self._pending():
+                self._pending_since = None
+
+    def _pending(self) -> bool:
+        return any(cache for writer in self._writers.values()
+                   for cache in writer._internal_data_cache.values())
+
+    def flush(self) -> None:
+        """Write every pending event of every open run now."""
+        with self._lock:
+            for writer in self._writers.values():
+                for stream, cache in writer._internal_data_cache.items():
+                    if cache:  # as _RunWriter.stop writes its cache
+                        writer._write_internal_data(cache, desc_node=writer._desc_nodes[stream])
+                        cache.clear()
+            self._pending_since = None
+
+    def _flush_when_due(self) -> None:
+        while not self._closed.wait(min(0.25, self.max_wait_s / 4)):
+            since = self._pending_since
+            if since is not None and time.monotonic() - since >= self.max_wait_s:
+                try:
+                    self.flush()
+                except Exception:  # the next document or the stop retries; never kill the run
+                    logging.getLogger(__name__).exception("timed Tiled flush failed")
+
+    def close(self) -> None:
+        """Stop the flushing thread (pending events are written by the run's stop)."""
+        self._closed.set()

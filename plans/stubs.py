@@ -1,115 +1,194 @@
-"""Plan stubs of one survey cycle: scan and judge, condition the tip, recover. None opens a run."""
+"""Plan stubs of one survey cycle: scan and judge, act once, record. None opens a run."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import bluesky.plan_stubs as bps
 import numpy as np
+from bluesky.utils import FailedStatus, Msg, MsgGenerator
 from ophyd import Signal
+from ophyd.status import Status
 
-from deepspm_bluesky.imaging import ImageCheck, ProcessedImage, process_image
-from deepspm_bluesky.ml.evaluation import GOOD_TIP_THRESHOLD
+from deepspm_bluesky.judging import Classifier, Judgement, judge
+from deepspm_bluesky.policy import EpisodeEnd
 
 from ..devices import STM
 
 
 class DecisionSignals:
-    """Soft signals that carry the plan's own decisions into the run as event data."""
+    """Soft signals that carry the plan's own decisions into the run as event data.
 
-    def __init__(self, **initial: object) -> None:
+    Together they are one readable object (bluesky's ``Readable`` protocol), so a whole
+    set of decisions is read with one message; the data keys are the signal names.
+    """
+
+    def __init__(self, name: str, **initial: object) -> None:
+        self.name = name
+        self.parent = None
         self.signals = {key: Signal(name=key, value=value) for key, value in initial.items()}
 
-    def read(self, **values: object):
+    def read(self) -> dict:
+        return {key: reading for signal in self.signals.values()
+                for key, reading in signal.read().items()}
+
+    def describe(self) -> dict:
+        return {key: info for signal in self.signals.values()
+                for key, info in signal.describe().items()}
+
+    def read_configuration(self) -> dict:
+        return {}
+
+    def describe_configuration(self) -> dict:
+        return {}
+
+    def record(self, **values: object) -> MsgGenerator:
         """Put `values` into the signals, then read all of them into the open event."""
         for key, value in values.items():
             self.signals[key].put(value)
-        for signal in self.signals.values():
-            yield from bps.read(signal)
-
-
-@dataclass(frozen=True)
-class Judgement:
-    """What the plan concluded about one image: the fast pipeline, then the classifier."""
-
-    processed: ProcessedImage
-    p_good: float
-
-    @property
-    def check(self) -> ImageCheck:
-        return self.processed.check
-
-    @property
-    def tip_good(self) -> bool:
-        """Checks passed and the classifier gave P(good) >= 0.9."""
-        return self.check.ok and self.p_good >= GOOD_TIP_THRESHOLD
-
-    @property
-    def verdict(self) -> str:
-        """`good`/`bad` for a clean image, else the check that fired."""
-        if not self.check.ok:
-            return self.check.verdict
-        return "good" if self.tip_good else "bad"
-
-
-def judge(image: np.ndarray, stm: STM,
-          classifier: Callable[[np.ndarray], float]) -> Judgement:
-    """Fast checks first; the classifier only sees images that pass them (else P = NaN)."""
-    processed = process_image(image, size_nm=stm.scanner.size_nm.get(),
-                              z_range_m=stm.zctrl.z_range_nm.get() * 1e-9, actions=stm.actions)
-    ok = processed.check.ok
-    p_good = float(classifier(image)) if ok else math.nan
-    return Judgement(processed, p_good)
+        return (yield from bps.read(self))
 
 
 def primary_signals() -> DecisionSignals:
-    return DecisionSignals(check="", verdict="", p_good=math.nan, free_nm=math.nan)
+    return DecisionSignals("image_decisions", check="", verdict="", p_good=math.nan, free_nm=math.nan)
+
+
+def action_signals() -> DecisionSignals:
+    return DecisionSignals("action_decisions", action="", action_index=-1, x_nm=math.nan, y_nm=math.nan,
+                           reason="", outcome="", episode=-1)
+
+
+def episode_signals() -> DecisionSignals:
+    return DecisionSignals("episode_decisions", episode=-1, episode_actions=0, outcome="")
+
+
+def record_episode(decisions: DecisionSignals, step: EpisodeEnd) -> MsgGenerator[None]:
+    """One `episodes` event: a conditioning episode ended, after so many actions."""
+    yield from bps.create("episodes")
+    yield from decisions.record(episode=step.episode, episode_actions=step.actions,
+                              outcome=step.outcome)
+    yield from bps.save()
+
+
+def judge_on(stm: STM, classifier: Classifier) -> Callable[[np.ndarray], Judgement]:
+    """`judge` with the STM's frame size, z range and action table."""
+    def judge_image(image: np.ndarray) -> Judgement:
+        return judge(image, classifier, z_range_m=stm.zctrl.z_range_nm.get() * 1e-9,
+                     size_nm=stm.scanner.size_nm.get(), actions=stm.actions)
+
+    return judge_image
 
 
 def scan_image(stm: STM, decisions: DecisionSignals,
-               classifier: Callable[[np.ndarray], float]):
-    """Scan, judge and record one image with its verdict as one `primary` event."""
+               judge_image: Callable[[np.ndarray], Judgement]
+               ) -> MsgGenerator[tuple[np.ndarray, Judgement]]:
+    """Scan, judge and record one image with its verdict as one `primary` event.
+
+    Returns
+    -------
+    (image, judgement)
+    """
     yield from bps.trigger(stm, wait=True)
     yield from bps.create("primary")
     reading = yield from bps.read(stm)
     image = reading[stm.image.name]["value"]
-    judgement = judge(image, stm, classifier)
-    yield from decisions.read(check=judgement.check.verdict, verdict=judgement.verdict,
+    judgement = judge_image(image)
+    yield from decisions.record(check=judgement.check, verdict=judgement.verdict,
                               p_good=judgement.p_good,
-                              free_nm=judgement.processed.square.size_nm)
+                              free_nm=math.nan if judgement.square is None
+                              else judgement.square.size_nm)
     yield from bps.save()
     return image, judgement
 
 
-def action_signals() -> DecisionSignals:
-    return DecisionSignals(action="", action_index=-1, x_nm=math.nan, y_nm=math.nan, reason="")
+def wait_status(status: Status) -> MsgGenerator[None]:
+    """Wait for `status` itself; replayed after a pause, it waits again and never re-sets.
+
+    Raises
+    ------
+    FailedStatus
+        If the status finished unsuccessfully.
+    """
+    done: concurrent.futures.Future = concurrent.futures.Future()
+    status.add_callback(lambda st: done.done() or done.set_result(None))
+    yield from bps.wait_for([lambda: asyncio.wrap_future(done)])
+    if not status.success:
+        raise FailedStatus(status) from status.exception()
+
+
+def act_once(obj, value: object) -> MsgGenerator[Status]:
+    """Set `obj` to `value` so that no pause, resume or rewind can send it twice.
+
+    The `set` is issued while the RunEngine keeps no messages for rewinding, and only the
+    wait for its status is replayable (bluesky replays the messages since the last
+    checkpoint after a pause: a pulse or dip must not be among them).
+
+    Returns
+    -------
+    Status
+        The finished status of the set.
+    """
+    was_rewindable = yield Msg("rewindable", None, None)
+    yield Msg("rewindable", None, False)
+    status = yield from bps.abs_set(obj, value)
+    yield Msg("rewindable", None, was_rewindable)
+    yield from wait_status(status)
+    return status
+
+
+def _outcome(component) -> str:
+    """'done', or what the component reports ("unknown" when a reply was lost)."""
+    outcome = getattr(component, "outcome", None)
+    return str(outcome.get()) if outcome is not None else "done"
 
 
 def condition_tip(stm: STM, action_name: str, decisions: DecisionSignals, *, reason: str,
-                  x_nm: float | None = None, y_nm: float | None = None):
-    """Run one conditioning action at (x, y) nm (default: the scanner's centre), record it."""
+                  x_nm: float | None = None, y_nm: float | None = None,
+                  episode: int = -1) -> MsgGenerator[str]:
+    """Run one conditioning action at (x, y) nm (default: the scanner's centre), record it.
+
+    Returns
+    -------
+    str
+        The outcome the instrument reported ("done" or "unknown").
+    """
     x_nm = stm.scanner.x_nm.get() if x_nm is None else x_nm
     y_nm = stm.scanner.y_nm.get() if y_nm is None else y_nm
-    yield from bps.mv(stm.conditioner, (action_name, x_nm, y_nm))
+    yield from act_once(stm.conditioner, (action_name, x_nm, y_nm))
+    outcome = _outcome(stm.conditioner)
     yield from record_action(decisions, action_name, stm.actions.index(action_name),
-                             x_nm=x_nm, y_nm=y_nm, reason=reason)
+                             x_nm=x_nm, y_nm=y_nm, reason=reason, outcome=outcome,
+                             episode=episode)
+    return outcome
 
 
 def record_action(decisions: DecisionSignals, name: str, index: int, *, x_nm: float,
-                  y_nm: float, reason: str):
-    """One `actions` event: what was done, where, and why."""
+                  y_nm: float, reason: str, outcome: str = "done",
+                  episode: int = -1) -> MsgGenerator[None]:
+    """One `actions` event: what was done (or refused), where, why, and how it went."""
     yield from bps.create("actions")
-    yield from decisions.read(action=name, action_index=index, x_nm=x_nm, y_nm=y_nm,
-                              reason=reason)
+    yield from decisions.record(action=name, action_index=index, x_nm=x_nm, y_nm=y_nm,
+                              reason=reason, outcome=outcome, episode=episode)
     yield from bps.save()
 
 
-def recover(stm: STM, check: ImageCheck, decisions: DecisionSignals):
-    """Crash: heavy tip clean. Lost contact: approach. Recorded as actions with index -1."""
-    command = {"crash": "clean", "no_contact": "approach"}.get(check.verdict)
-    if command is not None:
-        yield from bps.mv(stm.zctrl, command)
-        yield from record_action(decisions, command, -1, x_nm=stm.scanner.x_nm.get(),
-                                 y_nm=stm.scanner.y_nm.get(), reason=check.verdict)
+def recover(stm: STM, command: str, decisions: DecisionSignals, *,
+            reason: str) -> MsgGenerator[str]:
+    """Heavy tip clean (``"clean"``) or approach, once; recorded with action index -1."""
+    yield from act_once(stm.zctrl, command)
+    outcome = _outcome(stm.zctrl)
+    yield from record_action(decisions, command, -1, x_nm=stm.scanner.x_nm.get(),
+                             y_nm=stm.scanner.y_nm.get(), reason=reason, outcome=outcome)
+    return outcome
+
+
+def change_area(stm: STM, decisions: DecisionSignals, *, reason: str) -> MsgGenerator[str]:
+    """Coarse move to a fresh approach area, once; recorded as the action "new area"."""
+    yield from act_once(stm.coarse, "y+")
+    outcome = _outcome(stm.coarse)
+    yield from record_action(decisions, "new area", -1, x_nm=0.0, y_nm=0.0, reason=reason,
+                             outcome=outcome)
+    return outcome

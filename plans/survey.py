@@ -1,61 +1,58 @@
-"""`autonomous_survey`: scan, judge, condition and move on, for as long as asked."""
+"""`autonomous_survey`: scan, judge, condition and move on, for as long as asked.
+
+The decisions are `deepspm_bluesky.policy.SurveyPolicy`'s; this plan executes its steps,
+records each as data, and keeps the state directory current, so that a pause never repeats
+an action and a killed survey continues where it stopped.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal, Protocol
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Literal
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
-from bluesky.utils import MsgGenerator
+from bluesky.utils import MsgGenerator, RequestAbort, RequestStop
 
-from deepspm_bluesky.imaging import FreeSquare
-from deepspm_bluesky.ml import TipClassifier
+from deepspm_bluesky.journal import JournaledRun, journal_path, read_journal
+from deepspm_bluesky.judging import Classifier, Judgement
+from deepspm_bluesky.ml import Agent, NoActionAllowed, RandomAgent, TipClassifier, Transition
 from deepspm_bluesky.navigation import CRASH_RADIUS_NM, Navigator
+from deepspm_bluesky.policy import (
+    MEASUREMENT_ACTION,
+    MODES,
+    Act,
+    Condition,
+    End,
+    EpisodeEnd,
+    Move,
+    NewArea,
+    Recover,
+    Step,
+    SurveyPolicy,
+)
+from deepspm_bluesky.state import StateDirectory
 
 from ..devices import STM
 from .metadata import plan_metadata
 from .stubs import (
     action_signals,
+    change_area,
     condition_tip,
+    episode_signals,
+    judge_on,
     primary_signals,
+    record_action,
+    record_episode,
     recover,
     scan_image,
 )
 
-MODES = ("operational", "training")
-BAD_IMAGES_BEFORE_CONDITIONING = 10  # operational mode (DeepSPM)
-RESET_ACTIONS_IN_TRAINING = 5
-MAX_CONSECUTIVE_CRASHES = 2
-MEASUREMENT_ACTION = "stall for measurement"
-
-
-class Agent(Protocol):
-    """What the survey needs from a conditioning agent."""
-
-    def suggest(self, image: np.ndarray, allowed: np.ndarray) -> int: ...
-
-
-class RandomAgent:
-    """Picks uniformly among the allowed actions: DeepSPM's baseline policy."""
-
-    def __init__(self, seed: int = 0) -> None:
-        self.rng = np.random.default_rng(seed)
-
-    def suggest(self, image: np.ndarray, allowed: np.ndarray) -> int:
-        choices = np.flatnonzero(allowed)
-        if not len(choices):
-            raise ValueError("no action is allowed here")
-        return int(self.rng.choice(choices))
-
-
-def _navigator(stm: STM, navigation_file: str | None) -> Navigator:
-    """A fresh grid over the piezo range, or the one saved in `navigation_file` (kept saved)."""
-    area_nm = 2 * stm.scanner.half_range_nm
-    if navigation_file is None:
-        return Navigator(area_nm)
-    return Navigator.resume(navigation_file, area_nm)
+MIN_FREE_MB = 200.0  # below this much free disk at the state directory, the survey ends
+REWARD_ACTION, REWARD_GOOD = -1.0, 10.0  # DeepSPM's reward for live learning
 
 
 def autonomous_survey(
@@ -63,11 +60,13 @@ def autonomous_survey(
     *,
     max_images: int = 100,
     mode: Literal["operational", "training"] = "operational",
-    classifier: Callable[[np.ndarray], float] | None = None,
+    classifier: Classifier | None = None,
     agent: Agent | None = None,
+    state_dir: str | None = None,
     navigation_file: str | None = None,
+    min_free_mb: float = MIN_FREE_MB,
     md: dict | None = None,
-) -> MsgGenerator:
+) -> MsgGenerator[str]:
     """Survey the sample: scan, judge every image, condition the tip when it goes bad.
 
     Parameters
@@ -75,7 +74,7 @@ def autonomous_survey(
     stm
         The microscope (any backend).
     max_images
-        Number of images to take (scans after a crash or lost contact count too).
+        Number of images to take, a whole number >= 1 (scans after a crash count too).
     mode
         ``"operational"`` conditions after 10 bad images in a row; ``"training"`` conditions
         at once and damages a good tip again with 5 random reset actions.
@@ -83,97 +82,262 @@ def autonomous_survey(
         Callable returning P(good tip) for a raw image; None uses the shipped
         `deepspm_bluesky.ml.TipClassifier.pretrained()`.
     agent
-        Object with ``suggest(image, allowed) -> action index``; None picks at random.
+        Conditioning agent (``suggest``/``observe``); None picks at random.
+    state_dir
+        Directory keeping everything needed to resume (navigation, counters, agent state,
+        the journal of documents) and watched for a ``STOP`` file; a survey given the same
+        directory continues where the last one stopped. The journal is written by a
+        subscribed `deepspm_bluesky.callbacks.JournaledTiledWriter`, which also brings a
+        killed run's journal into Tiled when the next survey starts.
     navigation_file
-        File that keeps the navigation state (used ground, position); a survey given the
-        same file continues where the last one stopped. None keeps it in memory only.
+        Shortcut for the navigation state alone (used ground, position); ignored when
+        `state_dir` is given.
+    min_free_mb
+        The survey ends (exit_status "fail") when the state directory's disk has less free.
     md
         Extra metadata for the start document.
 
     Notes
     -----
     Per image, as DeepSPM (Krull et al., Commun. Phys. 3, 54 (2020)): a crash is cleaned
-    (a second one in a row ends the survey), lost contact re-approached, debris avoided by
-    growing forbidden discs (a new approach area after 250 in a row); a bad tip gets the
-    agent's action at the centre of the largest empty square of the image.
+    (a second one in a row ends the survey), lost contact re-approached (three in a row end
+    it), debris avoided by growing forbidden discs (a new approach area after 250 in a row);
+    a bad tip gets the agent's action at the centre of the largest empty square of the image.
+    A checkpoint precedes every cycle and every action, and each action is sent once.
+    Bad input (options, a corrupt state file) raises here, before any run opens.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if max_images < 1:
-        raise ValueError(f"max_images must be >= 1, got {max_images}")
-    classifier = classifier if classifier is not None else TipClassifier.pretrained()
-    agent = agent if agent is not None else RandomAgent()
-    nav = _navigator(stm, navigation_file)
+    survey = _Survey(stm, max_images=max_images, mode=mode, classifier=classifier,
+                     agent=agent, state_dir=state_dir, navigation_file=navigation_file,
+                     min_free_mb=min_free_mb)
     _md = plan_metadata(
         "autonomous_survey",
-        {"stm": stm, "max_images": max_images, "mode": mode, "navigation_file": navigation_file},
+        {"stm": stm, "max_images": max_images, "mode": mode, "state_dir": state_dir,
+         "navigation_file": navigation_file},
         md, detectors=[stm.name], num_points=max_images,
         hints={"dimensions": [([stm.scanner.x_nm.name], "primary")]},
     )
-    image_log, action_log = primary_signals(), action_signals()
-    rng = np.random.default_rng(0)
+    if survey.state is not None:
+        _md["journal_dir"] = str(survey.state.journal.resolve())
+    return survey.run(_md)
 
-    def new_area():
-        yield from bps.mv(stm.coarse, "y+")
-        nav.new_area()
 
-    def move_on():
-        """Next free spot; a fresh approach area when this one is used up."""
-        location = nav.next_location()
-        if location is None:
-            yield from new_area()
-            location = nav.next_location()
-        x_nm, y_nm = location
-        yield from bps.mv(stm.scanner.x_nm, x_nm, stm.scanner.y_nm, y_nm)
-        nav.move_to(x_nm, y_nm)
+class _Survey:
+    """One survey's pieces and the plan generators that execute the policy's steps."""
 
-    def act(name: str, reason: str, square: FreeSquare | None = None):
-        """Condition at the tip's place (or the free square's centre); forbid around it."""
-        x_nm, y_nm = nav.position
-        if square is not None:
-            x_nm, y_nm = x_nm + square.x_nm, y_nm + square.y_nm
-        yield from condition_tip(stm, name, action_log, reason=reason, x_nm=x_nm, y_nm=y_nm)
-        nav.forbid(x_nm, y_nm, stm.actions.get(name).forbid_radius_nm)
+    def __init__(self, stm: STM, *, max_images: int, mode: str, classifier: Classifier | None,
+                 agent: Agent | None, state_dir: str | None, navigation_file: str | None,
+                 min_free_mb: float) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if not (isinstance(min_free_mb, (int, float)) and min_free_mb >= 0):
+            raise ValueError(f"min_free_mb must be a number >= 0, got {min_free_mb!r}")
+        self.stm = stm
+        self.state = StateDirectory(state_dir) if state_dir is not None else None
+        self.min_free_mb = float(min_free_mb)
+        nav = self._navigator(navigation_file)
+        self.policy = SurveyPolicy(nav, stm.actions, max_images=max_images, mode=mode)
+        self.agent = agent if agent is not None else RandomAgent()
+        self._restore()
+        self.judge_image = judge_on(stm, classifier if classifier is not None
+                                    else TipClassifier.pretrained())
+        self.images, self.actions = primary_signals(), action_signals()
+        self.episodes = episode_signals()
+        self.pending: tuple[np.ndarray, np.ndarray, int] | None = None  # for live learning
+        self.started = time.monotonic()
 
-    def measured():
-        nav.forbid(*nav.position, stm.actions.get(MEASUREMENT_ACTION).forbid_radius_nm)
+    # -- state --------------------------------------------------------------------------
+    def _navigator(self, navigation_file: str | None) -> Navigator:
+        area_nm = 2 * self.stm.scanner.half_range_nm
+        path = self.state.navigation if self.state is not None else navigation_file
+        if path is None:
+            return Navigator(area_nm)
+        nav = Navigator(area_nm)
+        if Path(path).exists():
+            nav.restore(path)
+        nav.state_path = None if self.state is not None else Path(path)
+        return nav
 
-    def damage_tip():
-        for index in rng.choice(stm.actions.reset_indices(), RESET_ACTIONS_IN_TRAINING):
-            yield from act(stm.actions[index].name, "reset")
+    def _restore(self) -> None:
+        """Counters, random states and the agent's state from the state directory."""
+        if self.state is None:
+            return
+        progress = self.state.load_progress()
+        if progress is not None:
+            self.policy.restore(progress.get("policy"), source=str(self.state.progress))
+            self._replay_journal_tail()
+        restore = getattr(self.agent, "restore", None)
+        if callable(restore) and self.state.agent.exists():
+            restore(self.state.agent)
 
-    @bpp.run_decorator(md=_md)
-    def inner():
-        crashes = bad_in_row = 0
-        for _ in range(max_images):
-            yield from move_on()
-            image, judgement = yield from scan_image(stm, image_log, classifier)
-            verdict = judgement.check.verdict
-            crashes = crashes + 1 if verdict == "crash" else 0
-            if crashes >= MAX_CONSECUTIVE_CRASHES:
-                break
-            yield from recover(stm, judgement.check, action_log)
-            if verdict == "debris":
-                nav.mark_debris()
-                if nav.debris_limit_reached:
-                    yield from new_area()
-                continue
-            nav.clear_debris()
-            if verdict == "crash":
-                nav.forbid(*nav.position, CRASH_RADIUS_NM)
-            if not judgement.check.ok:
-                continue
-            if judgement.tip_good:
-                bad_in_row = 0
-                measured()
-                if mode == "training":
-                    yield from damage_tip()
-                continue
-            bad_in_row += 1
-            if mode == "training" or bad_in_row >= BAD_IMAGES_BEFORE_CONDITIONING:
-                index = agent.suggest(image, judgement.processed.allowed)
-                yield from act(stm.actions[index].name, "bad tip", judgement.processed.square)
-            else:
-                measured()
+    def _replay_journal_tail(self) -> None:
+        """A killed run's last steps, journaled after the state was saved, into the navigation.
 
-    return (yield from inner())
+        The journal itself reaches Tiled through `JournaledTiledWriter` when the new run starts.
+        """
+        progress = self.state.load_progress() or {}
+        run_uid, done = progress.get("run"), progress.get("recorded") or {}
+        path = journal_path(self.state.journal, run_uid) if run_uid else None
+        if path is None or not path.exists():
+            return
+        run = JournaledRun(read_journal(path))
+        for event in run.events("primary")[done.get("primary", 0):]:
+            self._mark_scanned(event["data"])
+        for event in run.events("actions")[done.get("actions", 0):]:
+            self._mark_acted(event["data"])
+
+    def _mark_scanned(self, data: dict) -> None:
+        x_nm, y_nm = data[self.stm.scanner.x_nm.name], data[self.stm.scanner.y_nm.name]
+        self.policy.nav.forbid(x_nm, y_nm,
+                               self.stm.actions.get(MEASUREMENT_ACTION).forbid_radius_nm)
+
+    def _mark_acted(self, data: dict) -> None:
+        name, nav = data["action"], self.policy.nav
+        if name == "new area":
+            nav.new_area()
+        elif name == "clean":
+            nav.forbid(data["x_nm"], data["y_nm"], CRASH_RADIUS_NM)
+        elif data["action_index"] >= 0 and data["outcome"] != "refused":
+            nav.forbid(data["x_nm"], data["y_nm"], self.stm.actions[data["action_index"]]
+                       .forbid_radius_nm)
+
+    def save(self, run_uid: str = "", recorded: dict[str, int] | None = None) -> None:
+        """Navigation, counters and agent into the state directory (at each checkpoint)."""
+        if self.state is None:
+            return
+        self.policy.nav.save(self.state.navigation)
+        self.state.save_progress({"policy": self.policy.state(), "run": run_uid,
+                                  "recorded": recorded or {}})
+        save_agent = getattr(self.agent, "save", None)
+        if callable(save_agent):
+            save_agent(self.state.agent)
+
+    # -- the run ------------------------------------------------------------------------
+    def run(self, md: dict) -> MsgGenerator[str]:
+        uid = yield from bps.open_run(md)
+        self.uid = uid
+        try:
+            end = yield from bpp.stage_wrapper(
+                bpp.finalize_wrapper(self.loop(), self.make_safe()), [self.stm])
+        except RequestStop:
+            yield from self.close(End("success", "stopped by the user"))
+            raise
+        except RequestAbort:
+            raise  # the RunEngine closes the run with its own reason
+        except Exception as error:
+            yield from self.close(End("fail", f"{type(error).__name__}: {error}"))
+            raise
+        yield from self.close(end)
+        return uid
+
+    def close(self, end: End) -> MsgGenerator[None]:
+        summary = self.summary()
+        line = "; ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in summary.items())
+        reason = f"{end.reason} | {line}" if end.reason else line
+        print(f"survey {end.exit_status}: {reason}")
+        yield from bps.close_run(exit_status=end.exit_status, reason=reason)
+
+    def summary(self) -> dict:
+        return {**self.policy.summary(),
+                "seconds": round(time.monotonic() - self.started, 1)}
+
+    def make_safe(self) -> MsgGenerator[None]:
+        """Imaging bias and setpoint back, state saved: on success, stop, abort or error."""
+        self.save(self.uid, self.recorded())
+        yield from bps.mv(self.stm.bias, self.bias_v, self.stm.current, self.setpoint_a)
+
+    def recorded(self) -> dict[str, int]:
+        """Events recorded so far in this run, by stream (saved with the state)."""
+        return {"primary": self.policy.counters.images, **self.events}
+
+    def loop(self) -> MsgGenerator[End]:
+        self.bias_v, self.setpoint_a = self.stm.bias.get(), self.stm.current.get()
+        self.events: Counter[str] = Counter()
+        while True:
+            yield from bps.checkpoint()
+            self.save(self.uid, self.recorded())
+            self._check_stop_conditions()
+            for step in self.policy.next_frame():
+                end = yield from self.execute(step)
+                if end is not None:
+                    return end
+            image, judgement = yield from scan_image(self.stm, self.images, self.judge_image)
+            self.learn(image, judgement)
+            for step in self.policy.judged(judgement):
+                end = yield from self.execute(step, image)
+                if end is not None:
+                    return end
+
+    def _check_stop_conditions(self) -> None:
+        """The STOP file ends the survey cleanly; a nearly full disk ends it as failed."""
+        if self.state is None:
+            return
+        if self.state.stop_requested():
+            self.policy.request_end("success", f"stopped by the STOP file in {self.state.path}")
+        elif (free := self.state.free_mb()) < self.min_free_mb:
+            self.policy.request_end("fail", f"disk nearly full: {free:.0f} MB free at "
+                                    f"{self.state.path}, the survey keeps "
+                                    f"{self.min_free_mb:.0f} MB")
+
+    def execute(self, step: Step, image: np.ndarray | None = None) -> MsgGenerator[End | None]:
+        """Run one step of the policy; an `End` is returned, not run."""
+        if isinstance(step, End):
+            return step
+        if isinstance(step, EpisodeEnd):
+            yield from record_episode(self.episodes, step)
+            self.events["episodes"] += 1
+            return None
+        yield from bps.checkpoint()
+        if isinstance(step, Move):
+            yield from bps.mv(self.stm.scanner.x_nm, step.x_nm, self.stm.scanner.y_nm, step.y_nm)
+            return None
+        self.events["actions"] += 1  # every other step records one action event
+        if isinstance(step, NewArea):
+            yield from change_area(self.stm, self.actions, reason=step.reason)
+        elif isinstance(step, Recover):
+            yield from recover(self.stm, step.command, self.actions, reason=step.reason)
+            self.policy.recovered(step.command)
+        elif isinstance(step, Act):
+            yield from self.act(step.index, step.x_nm, step.y_nm, step.reason)
+        elif isinstance(step, Condition):
+            yield from self.condition(step, image)
+        return None
+
+    def act(self, index: int, x_nm: float, y_nm: float, reason: str) -> MsgGenerator[str]:
+        name = self.stm.actions[index].name
+        outcome = yield from condition_tip(self.stm, name, self.actions, reason=reason,
+                                           x_nm=x_nm, y_nm=y_nm,
+                                           episode=self.policy.counters.episode)
+        self.policy.acted(index, x_nm, y_nm)
+        return outcome
+
+    def condition(self, step: Condition, image: np.ndarray) -> MsgGenerator[None]:
+        """Ask the agent; run its choice if allowed, else record the refusal."""
+        episode = self.policy.counters.episode
+        try:
+            index = int(self.agent.suggest(image, step.allowed))
+        except NoActionAllowed as error:
+            yield from record_action(self.actions, "none", -1, x_nm=step.x_nm, y_nm=step.y_nm,
+                                     reason=str(error), outcome="refused", episode=episode)
+            return
+        if not (0 <= index < len(step.allowed) and step.allowed[index]):
+            yield from record_action(self.actions, "refused", index, x_nm=step.x_nm,
+                                     y_nm=step.y_nm, outcome="refused", episode=episode,
+                                     reason=f"the agent chose action {index}, outside the "
+                                            "allowed set")
+            return
+        yield from self.act(index, step.x_nm, step.y_nm, "bad tip")
+        self.pending = (image, step.allowed, index)
+
+    def learn(self, image: np.ndarray, judgement: Judgement) -> None:
+        """Tell the agent what its last action led to (checked images only)."""
+        if self.pending is None or judgement.allowed is None:
+            return
+        before, allowed, index = self.pending
+        self.pending = None
+        good = judgement.tip_good
+        self.agent.observe(Transition(before, allowed, index,
+                                      REWARD_GOOD if good else REWARD_ACTION, image,
+                                      judgement.allowed, good))
+
+

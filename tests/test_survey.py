@@ -101,7 +101,8 @@ def test_a_second_crash_in_a_row_ends_the_run_cleanly(RE, documents):
     RE(autonomous_survey(stm, max_images=20))
     assert len(events(documents, "primary")) == 2
     stop = [d for n, d in documents if n == "stop"][0]
-    assert stop["exit_status"] == "success"
+    assert stop["exit_status"] == "fail"
+    assert "2 crashes in a row" in stop["reason"]
 
 
 def test_lost_contact_is_recovered_by_an_approach(RE, documents):
@@ -114,11 +115,13 @@ def test_lost_contact_is_recovered_by_an_approach(RE, documents):
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"mode": "dreaming"}, "mode must be one of"), ({"max_images": 0}, "max_images")],
+    [({"mode": "dreaming"}, "mode must be one of"), ({"max_images": 0}, "max_images"),
+     ({"max_images": 2.5}, "whole number"), ({"max_images": True}, "whole number"),
+     ({"min_free_mb": float("nan")}, "min_free_mb")],
 )
-def test_bad_plan_arguments_are_refused_with_a_clear_error(stm, options, message):
+def test_bad_plan_arguments_are_refused_before_any_message(stm, options, message):
     with pytest.raises(ValueError, match=message):
-        next(autonomous_survey(stm, **options))
+        autonomous_survey(stm, **options)
 
 
 def test_the_progress_bar_counts_primary_images_of_any_plan(RE, stm):
