@@ -53,12 +53,13 @@ class DecisionSignals:
 
 
 def primary_signals() -> DecisionSignals:
-    return DecisionSignals("image_decisions", check="", verdict="", p_good=math.nan, free_nm=math.nan)
+    return DecisionSignals("image_decisions", check="", verdict="", p_good=math.nan,
+                           free_nm=math.nan)
 
 
 def action_signals() -> DecisionSignals:
-    return DecisionSignals("action_decisions", action="", action_index=-1, x_nm=math.nan, y_nm=math.nan,
-                           reason="", outcome="", episode=-1)
+    return DecisionSignals("action_decisions", action="", action_index=-1, x_nm=math.nan,
+                           y_nm=math.nan, reason="", outcome="", episode=-1)
 
 
 def episode_signals() -> DecisionSignals:
