@@ -1,4 +1,9 @@
-"""Plan stubs of one survey cycle: scan and judge, act once, record. None opens a run."""
+"""Plan stubs of one survey cycle: scan and judge, act once, record. None opens a run.
+
+The per-image path yields `Msg` objects directly rather than through `bluesky.plan_stubs`:
+each call of a ``@plan``-decorated stub formats the whole Python stack (to warn about plans
+never iterated), which cost more than the rest of the RunEngine's work per image.
+"""
 
 from __future__ import annotations
 
@@ -83,6 +88,14 @@ def judge_on(stm: STM, classifier: Classifier) -> Callable[[np.ndarray], Judgeme
     return judge_image
 
 
+def move_scanner(stm: STM, x_nm: float, y_nm: float) -> MsgGenerator[None]:
+    """Move the frame centre to (x, y) nm and wait (`bps.mv` of both axes, in messages)."""
+    group = "move"
+    yield Msg("set", stm.scanner.x_nm, x_nm, group=group)
+    yield Msg("set", stm.scanner.y_nm, y_nm, group=group)
+    yield Msg("wait", None, group=group)
+
+
 def scan_image(stm: STM, decisions: DecisionSignals,
                judge_image: Callable[[np.ndarray], Judgement]
                ) -> MsgGenerator[tuple[np.ndarray, Judgement]]:
@@ -92,16 +105,19 @@ def scan_image(stm: STM, decisions: DecisionSignals,
     -------
     (image, judgement)
     """
-    yield from bps.trigger(stm, wait=True)
-    yield from bps.create("primary")
-    reading = yield from bps.read(stm)
+    yield Msg("trigger", stm, group="scan")
+    yield Msg("wait", None, group="scan")
+    yield Msg("create", None, name="primary")
+    reading = yield Msg("read", stm)
     image = reading[stm.image.name]["value"]
     judgement = judge_image(image)
-    yield from decisions.record(check=judgement.check, verdict=judgement.verdict,
-                              p_good=judgement.p_good,
-                              free_nm=math.nan if judgement.square is None
-                              else judgement.square.size_nm)
-    yield from bps.save()
+    for key, value in {"check": judgement.check, "verdict": judgement.verdict,
+                       "p_good": judgement.p_good,
+                       "free_nm": math.nan if judgement.square is None
+                       else judgement.square.size_nm}.items():
+        decisions.signals[key].put(value)
+    yield Msg("read", decisions)
+    yield Msg("save")
     return image, judgement
 
 

@@ -15,7 +15,7 @@ from typing import Literal
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
-from bluesky.utils import MsgGenerator, RequestAbort, RequestStop
+from bluesky.utils import Msg, MsgGenerator, RequestAbort, RequestStop
 
 from deepspm_bluesky.journal import JournaledRun, journal_path, read_journal
 from deepspm_bluesky.judging import Classifier, Judgement
@@ -44,6 +44,7 @@ from .stubs import (
     condition_tip,
     episode_signals,
     judge_on,
+    move_scanner,
     primary_signals,
     record_action,
     record_episode,
@@ -254,7 +255,7 @@ class _Survey:
         self.bias_v, self.setpoint_a = self.stm.bias.get(), self.stm.current.get()
         self.events: Counter[str] = Counter()
         while True:
-            yield from bps.checkpoint()
+            yield Msg("checkpoint")  # bps.checkpoint without the @plan stack capture
             self.save(self.uid, self.recorded())
             self._check_stop_conditions()
             for step in self.policy.next_frame():
@@ -287,10 +288,10 @@ class _Survey:
             yield from record_episode(self.episodes, step)
             self.events["episodes"] += 1
             return None
-        yield from bps.checkpoint()
-        if isinstance(step, Move):
-            yield from bps.mv(self.stm.scanner.x_nm, step.x_nm, self.stm.scanner.y_nm, step.y_nm)
+        if isinstance(step, Move):  # the cycle's checkpoint precedes it
+            yield from move_scanner(self.stm, step.x_nm, step.y_nm)
             return None
+        yield from bps.checkpoint()
         self.events["actions"] += 1  # every other step records one action event
         if isinstance(step, NewArea):
             yield from change_area(self.stm, self.actions, reason=step.reason)
