@@ -196,3 +196,33 @@ def degraded(tip: Tip, rng: np.random.Generator) -> Tip:
     if kind == "unstable":
         return tip.evolve(instability=tip.instability + rng.uniform(0.08, 0.2))
     return tip.evolve(contrast=tip.contrast + rng.choice([-1, 1]) * rng.uniform(0.6, 1.2))
+
+
+# -- repairs: what a conditioning action that works does to one defect ------------------------
+def desorbed(tip: Tip, rng: np.random.Generator) -> Tip:
+    """The adsorbate on the apex is gone: the contrast is that of a clean tip (|c| <= 0.1)."""
+    return tip.evolve(contrast=rng.uniform(-0.1, 0.1))
+
+
+def stabilized(tip: Tip, rng: np.random.Generator) -> Tip:
+    """The loosely bound apex atom or cluster has settled (or left): no more jumps."""
+    return tip.evolve(instability=0.0)
+
+
+def sharpened(tip: Tip, rng: np.random.Generator) -> Tip:
+    """One protrusion leads again: every ghost-printing protrusion is pulled back 4-8 A."""
+    apexes = tip.apexes.copy()
+    ghosts = np.flatnonzero(apexes[1:, 2] < GHOST_VISIBLE_M) + 1
+    apexes[ghosts, 2] = rng.uniform(4, 8, len(ghosts)) * 1e-10
+    return tip.evolve(apexes=apexes)
+
+
+def reshaped(tip: Tip, rng: np.random.Generator) -> Tip:
+    """A fresh nanotip is pulled out of the sample metal: the apex radius is that of a good
+    tip again (0.05-0.2 nm)."""
+    return tip.evolve(blur_m=rng.uniform(0.05, 0.2) * 1e-9)
+
+
+REPAIRS = {"double": sharpened, "blunt": reshaped, "unstable": stabilized,
+           "contaminated": desorbed}
+"""The repair of each bad state (`BAD_STATES`): applied, it removes that defect only."""
