@@ -79,6 +79,31 @@ def record_episode(decisions: DecisionSignals, step: EpisodeEnd) -> MsgGenerator
     yield from bps.save()
 
 
+def outage_signals() -> DecisionSignals:
+    return DecisionSignals("outage_decisions", outage_start=math.nan, outage_end=math.nan,
+                           outage_s=math.nan, cause="")
+
+
+def record_outages(stm: STM, decisions: DecisionSignals) -> MsgGenerator[int]:
+    """One `outages` event per connection outage the STM reports since the last call.
+
+    Returns
+    -------
+    int
+        The number of outages recorded.
+    """
+    outages = stm.take_outages()
+    for outage in outages:
+        yield Msg("create", None, name="outages")
+        for key, value in {"outage_start": outage.start, "outage_end": outage.end,
+                           "outage_s": outage.end - outage.start,
+                           "cause": outage.cause}.items():
+            decisions.signals[key].put(value)
+        yield Msg("read", decisions)
+        yield Msg("save")
+    return len(outages)
+
+
 def judge_on(stm: STM, classifier: Classifier) -> Callable[[np.ndarray], Judgement]:
     """`judge` with the STM's frame size, z range and action table."""
     def judge_image(image: np.ndarray) -> Judgement:

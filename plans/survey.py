@@ -45,9 +45,11 @@ from .stubs import (
     episode_signals,
     judge_on,
     move_scanner,
+    outage_signals,
     primary_signals,
     record_action,
     record_episode,
+    record_outages,
     recover,
     scan_image,
 )
@@ -114,7 +116,7 @@ def autonomous_survey(
         "autonomous_survey",
         {"stm": stm, "max_images": max_images, "mode": mode, "state_dir": state_dir,
          "navigation_file": navigation_file},
-        md, detectors=[stm.name], num_points=max_images,
+        md, detectors=[stm.name], num_points=max_images, instrument=stm.instrument_metadata(),
         hints={"dimensions": [([stm.scanner.x_nm.name], "primary")]},
     )
     if survey.state is not None:
@@ -142,7 +144,7 @@ class _Survey:
         self.judge_image = judge_on(stm, classifier if classifier is not None
                                     else TipClassifier.pretrained())
         self.images, self.actions = primary_signals(), action_signals()
-        self.episodes = episode_signals()
+        self.episodes, self.outages = episode_signals(), outage_signals()
         self.pending: tuple[np.ndarray, np.ndarray, int] | None = None  # for live learning
         self.started = time.monotonic()
 
@@ -227,6 +229,7 @@ class _Survey:
         except Exception as error:
             yield from self.close(End("fail", f"{type(error).__name__}: {error}"))
             raise
+        yield from record_outages(self.stm, self.outages)
         yield from self.close(end)
         return uid
 
@@ -257,6 +260,7 @@ class _Survey:
         while True:
             yield Msg("checkpoint")  # bps.checkpoint without the @plan stack capture
             self.save(self.uid, self.recorded())
+            self.events["outages"] += yield from record_outages(self.stm, self.outages)
             self._check_stop_conditions()
             for step in self.policy.next_frame():
                 end = yield from self.execute(step)

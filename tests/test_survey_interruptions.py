@@ -173,7 +173,7 @@ def small_disk(tmp_path):
     mount.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)], check=True)
     yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    subprocess.run(["umount", "--lazy", str(mount)], check=True)  # files may still be open
 
 
 def test_a_full_disk_ends_the_survey_with_table_and_images_agreeing(RE, small_disk: Path):

@@ -1,6 +1,7 @@
 """IPython startup of the deepspm profile: a RunEngine writing to Tiled, an STM, the plans.
 
-After this, ``RE(autonomous_survey())`` surveys the STM and ``catalog[-1]`` is the last run.
+After this, ``RE(autonomous_survey())`` surveys the STM and ``catalog[-1]`` is the last run;
+``RE(autonomous_survey(state_dir="~/survey1"))`` keeps what is needed to resume there.
 The catalog is $DEEPSPM_CATALOG or the per-user default; the STM is simulated unless
 $DEEPSPM_BACKEND is ``labview`` or ``nanonis`` (then $DEEPSPM_HOST and $DEEPSPM_PORT).
 """
@@ -9,11 +10,10 @@ import os
 
 import bluesky.plan_stubs as bps  # noqa: F401  (for the user at the prompt)
 import bluesky.plans as bp  # noqa: F401
-from bluesky import RunEngine
 
 from deepspm_bluesky import devices, plans
-from deepspm_bluesky.callbacks import SurveyProgress
-from deepspm_bluesky.data import batch_size_for, open_catalog, tiled_writer
+from deepspm_bluesky.data import open_catalog
+from deepspm_bluesky.session import survey_session
 
 _backend = os.environ.get("DEEPSPM_BACKEND", "sim")
 if _backend == "sim":
@@ -23,9 +23,7 @@ else:
     stm = getattr(devices, _factory)(os.environ["DEEPSPM_HOST"], int(os.environ["DEEPSPM_PORT"]))
 
 catalog = open_catalog()
-RE = RunEngine({})
-RE.subscribe(tiled_writer(catalog, batch_size=batch_size_for(_backend)))
-RE.subscribe(SurveyProgress())
+RE = survey_session(catalog, backend=_backend).engine  # journaled Tiled writer, progress bar
 
 
 def autonomous_survey(**options):
