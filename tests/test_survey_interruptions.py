@@ -14,7 +14,7 @@ from test_survey import always, events
 
 from deepspm_bluesky.callbacks import JournaledTiledWriter
 from deepspm_bluesky.data import open_catalog, tiled_writer
-from deepspm_bluesky.devices import STM
+from deepspm_bluesky.devices import STM, Outage
 from deepspm_bluesky.plans import autonomous_survey
 from deepspm_bluesky.sim import SimulatedMicroscope
 
@@ -192,3 +192,18 @@ def test_a_full_disk_ends_the_survey_with_table_and_images_agreeing(RE, small_di
     images = run["primary"]["stm_image"].shape[0]
     table = run["primary"].base["internal"].read(["seq_num"])
     assert 0 < images == len(table) == stop["num_events"]["primary"] < 2000
+
+
+def test_outages_the_instrument_reports_are_recorded_in_the_run(RE, documents):
+    class Blinking(CountingMicroscope):
+        def take_outages(self):
+            if self.calls["scan"] != 3:
+                return []
+            return [Outage(start=100.0, end=108.5, cause="connection reset")]
+
+    stm = STM(backend=Blinking(seed=1), name="stm")
+    RE(autonomous_survey(stm, max_images=6))
+    (outage,) = [e["data"] for e in events(documents, "outages")]
+    assert outage["outage_s"] == 8.5 and outage["cause"] == "connection reset"
+    start = [d for n, d in documents if n == "start"][0]
+    assert start["instrument"]["backend"] == "sim"
