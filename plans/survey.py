@@ -277,7 +277,8 @@ class _Survey:
         """The STOP file ends the survey cleanly; a nearly full disk ends it as failed."""
         if self.state is None:
             return
-        if self.state.stop_requested():
+        if self.state.stop_requested():  # honoured once: the same command then continues
+            self.state.stop_file.unlink(missing_ok=True)
             self.policy.request_end("success", f"stopped by the STOP file in {self.state.path}")
         elif (free := self.state.free_mb()) < self.min_free_mb:
             self.policy.request_end("fail", f"disk nearly full: {free:.0f} MB free at "

@@ -124,6 +124,7 @@ def test_the_stop_file_ends_the_survey_cleanly_at_the_next_cycle(RE, documents, 
     assert stop["exit_status"] == "success"
     assert "STOP file" in stop["reason"] and "images 4" in stop["reason"]
     assert len(events(documents, "primary")) == 4
+    assert not (state / "STOP").exists(), "honoured once, so the same survey can continue"
 
 
 def test_contact_that_approaches_cannot_restore_ends_the_survey_as_failed(RE, documents):
