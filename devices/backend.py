@@ -92,9 +92,16 @@ def scan_duration_s(size_m: float, lines: int, speed_m_s: float) -> float:
     return 2 * lines * size_m / speed_m_s
 
 
-def scan_timeout_s(size_m: float, lines: int, speed_m_s: float) -> float:
-    """How long to wait for a frame: `SCAN_TIMEOUT_FACTOR` x its duration + the margin."""
-    return SCAN_TIMEOUT_FACTOR * scan_duration_s(size_m, lines, speed_m_s) + SCAN_TIMEOUT_MARGIN_S
+def scan_timeout_s(size_m: float, lines: int, speed_m_s: float, *,
+                   margin_s: float = SCAN_TIMEOUT_MARGIN_S) -> float:
+    """How long to wait for a frame: `SCAN_TIMEOUT_FACTOR` x its duration + `margin_s`.
+
+    Examples
+    --------
+    >>> scan_timeout_s(100e-9, 512, 20e-9)   # 512 lines of 100 nm at 20 nm/s: 5120 s
+    10360.0
+    """
+    return SCAN_TIMEOUT_FACTOR * scan_duration_s(size_m, lines, speed_m_s) + margin_s
 
 
 @runtime_checkable

@@ -30,7 +30,7 @@ import numpy as np
 from deepspm_bluesky.actions import Action
 from deepspm_bluesky.servers import labview_wire as wire
 
-from .backend import DEFAULT_SCAN_SPEED_M_S, scan_timeout_s
+from .backend import DEFAULT_SCAN_SPEED_M_S, SCAN_TIMEOUT_MARGIN_S, scan_timeout_s
 from .stm import STM
 from .transport import (
     DEFAULT_OUTAGE_S,
@@ -77,6 +77,9 @@ class LabVIEWBackend:
         How often a reply that did not come in time is asked for again (reads only).
     retry_delay_s
         First pause before re-opening a lost connection (it doubles, up to 2 s).
+    scan_margin_s
+        Time a scan may take beyond twice its duration at the tip speed (settling, drift
+        waits): the scan timeout is ``2 * lines * 2 * size / speed + scan_margin_s``.
     text_quiet_s
         A text reply is complete when no more bytes arrive for this long.
     connect_timeout_s
@@ -98,6 +101,7 @@ class LabVIEWBackend:
     def __init__(self, host: str, port: int, *, extensions: Collection[str] = (),
                  outage_s: float = DEFAULT_OUTAGE_S, timeouts_s: dict[str, float] | None = None,
                  retries: int = 3, retry_delay_s: float = RETRY_DELAY_S,
+                 scan_margin_s: float = SCAN_TIMEOUT_MARGIN_S,
                  text_quiet_s: float = TEXT_QUIET_S, connect_timeout_s: float = 5.0) -> None:
         unknown = set(timeouts_s or {}) - set(TIMEOUT_KINDS)
         if unknown:
@@ -109,7 +113,7 @@ class LabVIEWBackend:
                              f"{list(wire.EXTENSION_REQUESTS)}")
         self.extensions = tuple(e for e in wire.EXTENSION_REQUESTS if e in extensions)
         self.timeouts_s = {**DEFAULT_TIMEOUTS_S, **(timeouts_s or {})}
-        self.text_quiet_s = text_quiet_s
+        self.text_quiet_s, self.scan_margin_s = text_quiet_s, scan_margin_s
         self.link = Link(host, port, outage_s=outage_s, retries=retries,
                          retry_delay_s=retry_delay_s, connect_timeout_s=connect_timeout_s)
         self.scan_speed_hint_m_s = DEFAULT_SCAN_SPEED_M_S
@@ -137,7 +141,8 @@ class LabVIEWBackend:
         """How long a scan of this frame is waited for."""
         if "scan" in self.timeouts_s:
             return self.timeouts_s["scan"]
-        return scan_timeout_s(size_m, pixels, self.scan_speed_hint_m_s)
+        return scan_timeout_s(size_m, pixels, self.scan_speed_hint_m_s,
+                              margin_s=self.scan_margin_s)
 
     def instrument_metadata(self) -> dict:
         """Backend, address, protocol extensions and the ranges the server reported."""

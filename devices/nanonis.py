@@ -41,7 +41,7 @@ from nanonis_spm import Nanonis
 from deepspm_bluesky.actions import Action
 from deepspm_bluesky.spmfiles import to_our_row_order
 
-from .backend import DEFAULT_SCAN_SPEED_M_S, scan_timeout_s
+from .backend import DEFAULT_SCAN_SPEED_M_S, SCAN_TIMEOUT_MARGIN_S, scan_timeout_s
 from .stm import STM
 from .transport import (
     DEFAULT_OUTAGE_S,
@@ -131,6 +131,9 @@ class NanonisBackend:
     slack_s
         How much longer than an operation's timeout the socket waits for a reply (the
         controller enforces the timeouts of waiting commands itself).
+    scan_margin_s
+        Time a scan may take beyond twice its duration at the tip speed (settling, drift
+        waits): the scan timeout is ``2 * lines * 2 * size / speed + scan_margin_s``.
     connect_timeout_s
         Limit on opening a connection.
     """
@@ -140,6 +143,7 @@ class NanonisBackend:
                  retries: int = 3, retry_delay_s: float = RETRY_DELAY_S,
                  coarse_steps: int = 200, clean_dip_m: float = -10e-9,
                  approach_poll_s: float = 0.5, slack_s: float = SLACK_S,
+                 scan_margin_s: float = SCAN_TIMEOUT_MARGIN_S,
                  connect_timeout_s: float = 5.0) -> None:
         unknown = set(timeouts_s or {}) - set(TIMEOUT_KINDS)
         if unknown:
@@ -151,6 +155,7 @@ class NanonisBackend:
         self.timeouts_s = {**DEFAULT_TIMEOUTS_S, **(timeouts_s or {})}
         self.z_channel, self.coarse_steps, self.clean_dip_m = z_channel, coarse_steps, clean_dip_m
         self.approach_poll_s, self.slack_s = approach_poll_s, slack_s
+        self.scan_margin_s = scan_margin_s
         self.link = Link(host, port, outage_s=outage_s, retries=retries,
                          retry_delay_s=retry_delay_s, connect_timeout_s=connect_timeout_s)
         self.connection = self.link.connection
@@ -177,7 +182,8 @@ class NanonisBackend:
         """How long a scan of this frame is waited for (Scan.WaitEndOfScan's timeout)."""
         if "scan" in self.timeouts_s:
             return self.timeouts_s["scan"]
-        return scan_timeout_s(size_m, pixels, self.scan_speed_hint_m_s)
+        return scan_timeout_s(size_m, pixels, self.scan_speed_hint_m_s,
+                              margin_s=self.scan_margin_s)
 
     def instrument_metadata(self) -> dict:
         """Backend, address, Z channel and the piezo ranges the controller reported."""

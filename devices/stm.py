@@ -50,7 +50,9 @@ class LimitedSignal(Signal):
     """A soft signal that refuses values outside [low, high] before anything moves.
 
     If `backend_call` names a backend method, a put is forwarded to the instrument, times
-    `to_si` (e.g. 1e-9 for a value in nm); `integer` refuses fractional values.
+    `to_si` (e.g. 1e-9 for a value in nm); `integer` refuses fractional values. A put of the
+    value the signal already holds changes nothing and is not forwarded (so a plan that
+    restores a setting it never changed works on a server that cannot set it).
     """
 
     def __init__(self, *args, low: float, high: float, backend_call: str = "",
@@ -85,7 +87,8 @@ class LimitedSignal(Signal):
 
     def put(self, value, **kwargs) -> None:
         self.check_value(value)
-        self._forward(value)
+        if value != self.get():
+            self._forward(value)
         super().put(value, **kwargs)
 
     def _forward(self, value) -> None:

@@ -235,8 +235,9 @@ class Link:
         First pause before re-opening a lost connection; it doubles up to the maximum.
     connect_timeout_s
         Limit on opening a connection.
-    sleep, clock
-        Injected for tests: the pause between attempts, and the epoch clock of `Outage`.
+    sleep, clock, monotonic
+        Injected for tests: the pause between attempts, the epoch clock of `Outage`, and the
+        clock that measures how long an outage has lasted.
 
     Examples
     --------
@@ -249,7 +250,8 @@ class Link:
                  max_retry_delay_s: float = MAX_RETRY_DELAY_S,
                  connect_timeout_s: float = CONNECT_TIMEOUT_S,
                  sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         if outage_s < 0 or retries < 0 or retry_delay_s < 0:
             raise ValueError(f"outage_s ({outage_s}), retries ({retries}) and retry_delay_s "
                              f"({retry_delay_s}) must not be negative")
@@ -257,7 +259,7 @@ class Link:
         self.outage_s, self.retries = float(outage_s), int(retries)
         self.retry_delay_s = retry_delay_s
         self.max_retry_delay_s = max(max_retry_delay_s, retry_delay_s)
-        self._sleep, self._clock = sleep, clock
+        self._sleep, self._clock, self._monotonic = sleep, clock, monotonic
         self._lock = threading.RLock()  # one request on the wire at a time, whatever the thread
         self._outages: list[Outage] = []
         self._sent = False
@@ -335,11 +337,11 @@ class Link:
     def _begin(self, label: str, exc: BaseException) -> _Outage:
         log.warning("%s: connection to %s lost (%s); retrying for up to %.0f s", label,
                     self.address, exc, self.outage_s)
-        return _Outage(self._clock(), time.monotonic(), f"{label}: {exc}")
+        return _Outage(self._clock(), self._monotonic(), f"{label}: {exc}")
 
     def _wait_or_give_up(self, label: str, outage: _Outage, exc: BaseException) -> None:
         """Sleep before the next attempt, or raise once the outage has lasted too long."""
-        waited_s = time.monotonic() - outage.monotonic_start
+        waited_s = self._monotonic() - outage.monotonic_start
         if waited_s >= self.outage_s:
             self._outages.append(Outage(outage.start, self._clock(),
                                         f"{outage.cause} (gave up after {waited_s:.1f} s)"))

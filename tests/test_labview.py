@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import socket
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
 from deepspm_bluesky.actions import load_actions
-from deepspm_bluesky.devices import labview_stm, simulated_stm
+from deepspm_bluesky.devices import UnsupportedRequest, labview_stm, simulated_stm
+from deepspm_bluesky.devices.backend import scan_duration_s
 from deepspm_bluesky.devices.labview import InstrumentError, LabVIEWBackend
 from deepspm_bluesky.plans import autonomous_survey
 from deepspm_bluesky.servers import labview_wire as wire
@@ -20,6 +25,29 @@ from deepspm_bluesky.sim import SimulatedMicroscope
 
 SEED = 7
 FAST = {"retry_delay_s": 0.01, "text_quiet_s": 0.005}
+OURS = {**FAST, "extensions": ("withdraw", "setparam")}  # what our labview-server has
+
+
+class DeepSPMStyleServer(LabVIEWServer):
+    """Answers as DeepSPM's own test server does: every getparam with ``Range:<metres>``,
+    and any request outside DeepSPM's protocol by failing (it hangs up)."""
+
+    def __init__(self, microscope) -> None:
+        super().__init__(microscope)
+        self.verbs: list[str] = []
+
+    def respond(self, conn: socket.socket, request: str) -> None:
+        verb = request.split("(", 1)[0]
+        self.verbs.append(verb)
+        if verb not in wire.ORIGINAL_REQUESTS:
+            raise ConnectionAbortedError(f"DeepSPM's test server fails on {request!r}")
+        if verb == "getparam":
+            name = wire.parse_request(request)[1][0]
+            value = {"Range": self.microscope.scan_range_m,
+                     "zRange": self.microscope.z_range_m}[name]()
+            self.send(conn, f"Range:{value!r}".encode())
+            return
+        super().respond(conn, request)
 
 
 @pytest.fixture
@@ -30,9 +58,15 @@ def server():
 
 @pytest.fixture
 def backend(server):
-    client = LabVIEWBackend(*server.address, **FAST)
+    client = LabVIEWBackend(*server.address, **OURS)
     yield client
     client.close()
+
+
+@pytest.fixture
+def deepspm_server():
+    with DeepSPMStyleServer(SimulatedMicroscope(seed=SEED)) as running:
+        yield running
 
 
 def runs_by_uid(documents) -> dict[str, list[tuple[str, dict]]]:
@@ -208,3 +242,140 @@ def test_a_survey_over_labview_records_the_same_data_as_on_the_simulator(RE, doc
     assert [e["data"]["verdict"] for e in ours] == [e["data"]["verdict"] for e in theirs]
     assert_allclose(np.array([e["data"]["stm_image"] for e in ours]),
                     np.array([e["data"]["stm_image"] for e in theirs]), rtol=0, atol=1e-12)
+
+
+# -- DeepSPM's protocol, exactly ------------------------------------------------------------------
+def test_replies_labelled_as_deepspms_test_server_labels_them_parse(deepspm_server):
+    backend = LabVIEWBackend(*deepspm_server.address, **FAST)
+    assert backend.z_range_m() == pytest.approx(1e-6)  # sent as 'Range:1e-06'
+    assert backend.scan_range_m() == pytest.approx(850e-9)
+    backend.close()
+    assert deepspm_server.verbs == ["getparam", "getparam"]
+
+
+@pytest.mark.parametrize(("reply", "value"), [
+    (b"Range:1e-06", 1e-6), (b"zRange:1e-06", 1e-6), (b"Range:1000n", 1e-6),
+    (b" z piezo:1e-6 ", 1e-6), (b"1e-6", 1e-6),
+])
+def test_a_getparam_reply_is_read_as_the_number_after_the_colon_whatever_the_label(reply,
+                                                                                   value):
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        backend = LabVIEWBackend(*listener.getsockname()[:2], **FAST)
+
+        def answer() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(100)
+                conn.sendall(reply)
+                time.sleep(0.05)
+
+        serving = threading.Thread(target=answer)
+        serving.start()
+        assert_allclose(backend.z_range_m(), value, rtol=1e-12)
+        serving.join()
+        backend.close()
+
+
+def test_by_default_withdraw_and_setparam_are_refused_before_anything_is_sent(deepspm_server):
+    backend = LabVIEWBackend(*deepspm_server.address, **FAST)
+    for call in (backend.withdraw, lambda: backend.set_bias(0.5),
+                 lambda: backend.set_setpoint(1e-11)):
+        with pytest.raises(UnsupportedRequest, match=r"DeepSPM's LabVIEW protocol does not have;"
+                                                     r" nothing was sent to 127\.0\.0\.1:"):
+            call()
+    backend.close()
+    assert deepspm_server.verbs == []
+
+
+def test_the_device_says_which_extension_a_feature_needs_when_the_server_lacks_it(
+        deepspm_server):
+    stm = labview_stm(*deepspm_server.address, **FAST)
+    try:
+        with pytest.raises(UnsupportedRequest, match="setting the bias needs the 'setparam'"):
+            stm.bias.put(0.5)
+        assert stm.bias.get() == 1.0
+        status = stm.zctrl.set("withdraw")
+        with pytest.raises(UnsupportedRequest, match="extensions=\\('withdraw',\\)"):
+            status.wait(timeout=5)
+    finally:
+        stm.destroy()
+    assert set(deepspm_server.verbs) == {"getparam"}
+
+
+def test_an_unknown_extension_is_refused():
+    with pytest.raises(ValueError, match=r"unknown protocol extensions \['teleport'\]"):
+        LabVIEWBackend("127.0.0.1", 1, extensions=("teleport",))
+
+
+def test_a_survey_never_sends_a_verb_outside_deepspms_list(RE, documents, deepspm_server):
+    stm = labview_stm(*deepspm_server.address, **FAST)
+    try:
+        RE(autonomous_survey(stm, max_images=20, mode="training"))
+    finally:
+        stm.destroy()
+    assert [d["exit_status"] for n, d in documents if n == "stop"] == ["success"]
+    assert set(deepspm_server.verbs) <= set(wire.ORIGINAL_REQUESTS)
+    assert {"scan", "getparam", "tipshaping"} <= set(deepspm_server.verbs), (
+        "the survey conditioned the tip, all in DeepSPM's words")
+
+
+# -- timeouts from physics -----------------------------------------------------------------------
+def test_the_scan_timeout_scales_with_the_frame_and_the_tip_speed(server):
+    stm = labview_stm(*server.address, **FAST)
+    try:
+        backend = stm.backend
+        deepspm_frame_s = backend.scan_timeout_s(10e-9, 64)
+        stm.scanner.speed_nm_s.put(20.0)  # the device tells the backend the speed
+        big_frame_s = backend.scan_timeout_s(100e-9, 512)
+    finally:
+        stm.destroy()
+    assert scan_duration_s(100e-9, 512, 20e-9) == pytest.approx(5120.0)
+    assert big_frame_s >= 2 * 5120.0 > 900.0, "no fixed 900 s limit"
+    assert deepspm_frame_s == pytest.approx(2 * 16.0 + 120.0)
+
+
+class LateScanServer(LabVIEWServer):
+    """Answers every scan 0.3 s late."""
+
+    def respond(self, conn: socket.socket, request: str) -> None:
+        if request.startswith("scan"):
+            time.sleep(0.3)
+        super().respond(conn, request)
+
+
+def test_a_reply_too_late_for_a_small_frame_is_waited_for_on_a_larger_one():
+    with LateScanServer(SimulatedMicroscope(seed=SEED)) as late:
+        backend = LabVIEWBackend(*late.address, retries=0, scan_margin_s=0.0, **FAST)
+        backend.use_scan_speed(2 * 64 * 10e-9 / 0.05)  # a 10 nm frame takes 50 ms
+        with pytest.raises(TimeoutError, match=r"scan\(0,0,10n ,64\)"):
+            backend.scan(0, 0, 10e-9, 64)
+        assert backend.scan(0, 0, 100e-9, 64).shape == (64, 64)  # 0.5 s: long enough
+        backend.close()
+
+
+# -- what the run is told about the instrument --------------------------------------------------
+def test_the_instrument_metadata_names_backend_address_extensions_and_reported_ranges(server):
+    stm = labview_stm(*server.address, outage_s=30, **OURS)
+    try:
+        info = stm.instrument_metadata()
+    finally:
+        stm.destroy()
+    host, port = server.address
+    assert info["backend"] == "labview" and (info["host"], info["port"]) == (host, port)
+    assert info["protocol_extensions"] == ["withdraw", "setparam"]
+    assert info["reported_Range_m"] == pytest.approx(850e-9)
+    assert info["reported_zRange_m"] == pytest.approx(1e-6)
+    assert info["outage_s"] == 30
+    assert info["scan_range_nm"] == pytest.approx(850.0)
+
+
+# -- the server's log ----------------------------------------------------------------------------
+def test_the_server_logs_each_connection_and_each_exchange_with_its_timing(server, caplog):
+    with caplog.at_level(logging.DEBUG, logger="deepspm_bluesky.servers"):
+        backend = LabVIEWBackend(*server.address, **FAST)
+        backend.scan(0, 0, 10e-9, 64)
+        backend.close()
+        time.sleep(0.1)
+    text = caplog.text
+    assert "connected" in text and "disconnected" in text
+    assert re.search(r"scan\(0,0,10n ,64\) -> 64 x 64 image \(16392 bytes\) in \d+\.\d ms", text)

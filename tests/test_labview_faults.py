@@ -1,7 +1,8 @@
 """The LabVIEW client against a server that misbehaves: drops, late replies, malformed replies.
 
 Every test talks to a real server on 127.0.0.1 whose replies are sabotaged on purpose; the
-client must recover where it can and otherwise raise an error naming the request.
+client must recover where it can (reads are asked again, acts never), and otherwise raise an
+error naming the request.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,13 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from deepspm_bluesky.devices import labview_stm
+from deepspm_bluesky.actions import load_actions
+from deepspm_bluesky.devices import InstrumentUnreachable, OutcomeUnknown, labview_stm
 from deepspm_bluesky.devices.labview import LabVIEWBackend, MalformedReply
 from deepspm_bluesky.plans import autonomous_survey
 from deepspm_bluesky.servers.labview import LabVIEWServer
 from deepspm_bluesky.sim import SimulatedMicroscope
 
-FAST = {"retry_delay_s": 0.01, "text_quiet_s": 0.005}
+FAST = {"retry_delay_s": 0.01, "text_quiet_s": 0.005, "outage_s": 2.0}
 HANG_UP = None
 
 
@@ -128,12 +131,18 @@ def test_a_survey_completes_when_the_server_hangs_up_on_every_fourth_request(RE,
     stm = labview_stm(*server.address, **FAST)
     try:
         RE(autonomous_survey(stm, max_images=12))
+        outages = stm.take_outages()
     finally:
         stm.destroy()
     stop = [d for n, d in documents if n == "stop"][-1]
     assert stop["exit_status"] == "success"
     assert stop["num_events"]["primary"] == 12
     assert len(server.requests) > 12 * 4 // 3, "lost replies were asked for again"
+    outages_descriptors = {d["uid"] for n, d in documents
+                           if n == "descriptor" and d["name"] == "outages"}
+    recorded = [d for n, d in documents if n == "event" and d["descriptor"] in outages_descriptors]
+    assert len(outages) + len(recorded) >= len(server.requests) // 4 - 1, \
+        "each hang-up was reported (by the device, or recorded in the run by the plan)"
     images = [d["data"]["stm_image"] for n, d in documents if n == "event"
               and "stm_image" in d["data"]]
     assert all(np.isfinite(image).all() for image in images)
@@ -185,17 +194,22 @@ def test_bytes_beyond_a_reply_are_dropped_before_the_next_request(servers):
 
 
 # -- connection faults: given up on, with a clear error ----------------------------------------
-def test_a_server_that_always_hangs_up_mid_image_ends_in_an_error_naming_the_request(servers):
+def test_a_server_that_always_hangs_up_ends_after_the_outage_limit_naming_server_and_wait(
+        servers):
     server = servers(lambda n, request, reply: HANG_UP)
-    with pytest.raises(ConnectionError, match=r"scan\(0,0,10n ,64\).*after 3 attempts"):
-        scan(server, retries=2)
-    assert len(server.requests) == 3
+    started = time.monotonic()
+    with pytest.raises(InstrumentUnreachable, match=r"scan\(0,0,10n ,64\): the instrument at "
+                       rf"127\.0\.0\.1:{server.address[1]} was unreachable for 0\.[3-9] s"):
+        scan(server, outage_s=0.3)
+    assert 0.3 <= time.monotonic() - started < 2.0
+    assert len(server.requests) >= 2, "asked again until the limit"
 
 
 def test_a_payload_always_truncated_ends_in_an_error_saying_how_much_came(servers):
     server = servers(only_for("scan", lambda reply: SendThenHangUp(reply[:1000])))
-    with pytest.raises(ConnectionError, match=r"scan\(.*truncated.*after 992 of 16384 bytes"):
-        scan(server, retries=1)
+    with pytest.raises(InstrumentUnreachable, match=r"scan\(.*truncated.*after 992 of 16384 "
+                                                    "bytes"):
+        scan(server, outage_s=0.1)
 
 
 def test_a_payload_that_stops_coming_ends_in_a_timeout_saying_how_much_came(servers):
@@ -212,12 +226,13 @@ def test_a_server_that_is_always_late_ends_in_a_timeout_naming_the_request(serve
     backend.close()
 
 
-def test_a_refused_connection_ends_in_an_error_naming_the_request():
+def test_a_refused_connection_ends_in_an_error_naming_the_request_and_the_server():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # nobody listens here once the probe is closed
-    backend = LabVIEWBackend("127.0.0.1", port, retries=1, **FAST)
-    with pytest.raises(ConnectionError, match=r"getparam\(Range\).*2 attempts"):
+    backend = LabVIEWBackend("127.0.0.1", port, **{**FAST, "outage_s": 0.1})
+    with pytest.raises(InstrumentUnreachable, match=rf"getparam\(Range\): the instrument at "
+                       rf"127\.0\.0\.1:{port} .*cannot connect to 127\.0\.0\.1:{port}"):
         backend.scan_range_m()
 
 
@@ -228,8 +243,8 @@ MALFORMED = {
     "refused scan": ("scan", lambda r: struct.pack(">ii", 0, 0), "bad shape header: 0 x 0"),
     "wrong size": ("scan", halve_shape, "wrong size: the server announced a 32 x 32"),
     "NaN image": ("scan", nan_image, "NaN image: 2048 of 4096 pixels"),
-    "non-numeric range": ("getparam", lambda r: b"Range:wide", "expected 'Range:<metres>'"),
-    "other parameter": ("getparam", lambda r: b"zRange:1e-6", "expected 'Range:<metres>'"),
+    "non-numeric range": ("getparam", lambda r: b"Range:wide", "expected '<label>:<metres>'"),
+    "negative range": ("getparam", lambda r: b"Range:-1e-6", "a positive length"),
     "non-numeric crashes": ("movearea", lambda r: b"Approach area changed", "N crashes"),
     "non-binary clean": ("tipclean", lambda r: b"maybe", "expected '1' or '0'"),
     "binary text": ("getparam", lambda r: b"Range:\xff\xfe", "not ASCII"),
@@ -283,3 +298,106 @@ def test_a_nan_image_mid_survey_stops_the_run_and_is_never_recorded(RE, document
               and "stm_image" in d["data"]]
     assert len(images) == 3
     assert all(np.isfinite(image).all() for image in images)
+
+
+# -- acts: sent at most once -------------------------------------------------------------------
+PULSE = next(a for a in load_actions() if a.name == "pulse +4 V")
+ACTS = {  # request verb: (backend call, simulator method that does it)
+    "tipshaping": (lambda b: b.condition(PULSE, 1e-9, 2e-9), "condition"),
+    "tipclean": (lambda b: b.tip_clean(0, 0), "tip_clean"),
+    "approach": (lambda b: b.approach(), "approach"),
+    "movearea": (lambda b: b.move_area(), "move_area"),
+}
+
+
+def count_calls(microscope, method: str) -> list:
+    """Note each call of `method` on this simulator instance."""
+    calls, original = [], getattr(microscope, method)
+
+    def counted(*args):
+        calls.append(args)
+        return original(*args)
+
+    setattr(microscope, method, counted)
+    return calls
+
+
+@pytest.mark.parametrize("verb", list(ACTS))
+def test_an_act_whose_connection_drops_after_it_is_received_is_never_sent_again(servers, verb):
+    server = servers(only_for(verb, lambda reply: HANG_UP, times=1))
+    call, method = ACTS[verb]
+    acted = count_calls(server.microscope, method)
+    backend = LabVIEWBackend(*server.address, **FAST)
+    with pytest.raises(OutcomeUnknown, match=rf"^{verb}\(.*outcome unknown.*not sent again"):
+        call(backend)
+    assert [r.split("(")[0] for r in server.requests] == [verb], "received exactly once"
+    assert len(acted) == 1, "the instrument acted once, before the drop"
+    assert backend.connection.is_open, "reconnected, nothing resent"
+    assert backend.scan_range_m() == 850e-9
+    assert [r.split("(")[0] for r in server.requests] == [verb, "getparam"]
+    assert len(acted) == 1
+    backend.close()
+
+
+def test_an_act_whose_reply_comes_too_late_is_not_sent_again(servers):
+    server = servers(only_for("tipshaping", late(0.2)))
+    backend = LabVIEWBackend(*server.address, timeouts_s={"tipshaping": 0.05}, **FAST)
+    with pytest.raises(OutcomeUnknown, match="tipshaping.*no reply before the deadline"):
+        backend.condition(PULSE, 0, 0)
+    time.sleep(0.25)
+    assert backend.scan_range_m() == 850e-9, "the late reply is not taken for the next one"
+    assert [r.split("(")[0] for r in server.requests] == ["tipshaping", "getparam"]
+    backend.close()
+
+
+def test_an_act_waits_for_a_server_not_yet_listening_then_is_sent_once():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    backend = LabVIEWBackend("127.0.0.1", port, **FAST)
+    late_server: list[FaultyServer] = []
+
+    def start_later() -> None:
+        time.sleep(0.3)
+        server = FaultyServer(lambda n, request, reply: reply)
+        server._listener.close()
+        server._listener = socket.create_server(("127.0.0.1", port))
+        server._listener.settimeout(0.05)
+        late_server.append(server.start())
+
+    threading.Thread(target=start_later).start()
+    try:
+        backend.condition(PULSE, 0, 0)
+        assert [r.split("(")[0] for r in late_server[0].requests] == ["tipshaping"]
+        (outage,) = backend.take_outages()
+        assert outage.duration_s >= 0.25 and "cannot connect" in outage.cause
+    finally:
+        backend.close()
+        for server in late_server:
+            server.stop()
+
+
+COMPONENT_ACTS = {
+    "tipshaping": ("conditioner", "pulse +4 V"),
+    "tipclean": ("zctrl", "clean"),
+    "approach": ("zctrl", "approach"),
+    "movearea": ("coarse", "y+"),
+}
+
+
+@pytest.mark.parametrize("verb", list(COMPONENT_ACTS))
+def test_the_device_finishes_an_act_of_unknown_outcome_and_says_so_in_outcome(servers, verb):
+    server = servers(only_for(verb, lambda reply: HANG_UP, times=1))
+    stm = labview_stm(*server.address, **FAST)
+    component = getattr(stm, COMPONENT_ACTS[verb][0])
+    try:
+        component.set(COMPONENT_ACTS[verb][1]).wait(timeout=10)
+        first = component.outcome.get()
+        component.set(COMPONENT_ACTS[verb][1]).wait(timeout=10)
+        second = component.outcome.get()
+        read = stm.read()
+    finally:
+        stm.destroy()
+    assert (first, second) == ("unknown", "done")
+    assert [r.split("(")[0] for r in server.requests].count(verb) == 2, "once per set"
+    assert component.outcome.name not in read, "outcome is omitted from readings"
