@@ -179,23 +179,65 @@ def serve(
     serve_catalog(location, host=host, port=port, api_key=key)
 
 
+class ExportFormat(StrEnum):
+    files = "files"
+    labels = "labels"
+
+
 @app.command()
 def export(
     run: Annotated[str, typer.Argument(help="Run uid, or 'latest'.")],
     out: Annotated[Path, typer.Option(help="Folder to write into.")] = Path("."),
     catalog: CatalogOption = None,
+    format: Annotated[
+        ExportFormat, typer.Option(help="files: images (.npy) and tables (.csv); labels: "
+                                        "images into good/ and bad/ by their verdict.")
+    ] = ExportFormat.files,
 ) -> None:
-    """Write a run's images (.npy) and its tables (.csv) to a folder."""
+    """Write a run's images (.npy) and its tables (.csv), or its judged images into good/
+    and bad/ folders (fix the misjudged ones, then train-classifier --init pretrained --data)."""
     from deepspm_bluesky.data import open_catalog
-    from deepspm_bluesky.export import export_run
+    from deepspm_bluesky.export import export_labels, export_run
 
     client = open_catalog(catalog)
     try:
         node = client[-1] if run == "latest" else client[run]
     except (KeyError, IndexError):
         raise typer.BadParameter(f"no run {run!r} in the catalog") from None
+    if format == ExportFormat.labels:
+        try:
+            written = export_labels(node, out)
+        except KeyError as error:
+            raise typer.BadParameter(str(error)) from None
+        for name, paths in written.items():
+            typer.echo(f"{len(paths)} images in {Path(out) / name}")
+        return
     for path in export_run(node, out):
         typer.echo(f"wrote {path}")
+
+
+@app.command()
+def classify(
+    files: Annotated[list[Path], typer.Argument(help=".sxm or .npy files.")],
+    weights: Annotated[
+        Path | None, typer.Option(help="Classifier checkpoint (default: the shipped one).")
+    ] = None,
+    frame_nm: Annotated[
+        float | None, typer.Option(help="Frame side of .npy images, in nm.")
+    ] = None,
+) -> None:
+    """Judge the tip from image files: checks, P(good), familiarity and verdict per image."""
+    from deepspm_bluesky.ml import TipClassifier
+    from deepspm_bluesky.ml.classify_files import classify_file
+
+    classifier = TipClassifier.pretrained() if weights is None else TipClassifier.load(weights)
+    for path in files:
+        try:
+            verdicts = classify_file(path, classifier, frame_nm=frame_nm)
+        except (ValueError, OSError) as error:
+            raise typer.BadParameter(str(error)) from None
+        for verdict in verdicts:
+            typer.echo(verdict.line())
 
 
 @app.command()
@@ -262,8 +304,19 @@ def train_classifier(
     train_images: Annotated[int, typer.Option(min=2, help="Simulated training images.")] = 16000,
     test_images: Annotated[int, typer.Option(min=2, help="Simulated held-out images.")] = 4000,
     fine_tune: Annotated[bool, typer.Option(help="Start from the shipped weights.")] = False,
+    init: Annotated[
+        str, typer.Option(help="scratch, or pretrained: fine-tune the shipped weights.")
+    ] = "scratch",
+    families: Annotated[
+        str | None, typer.Option(help="Simulated surface families, comma-separated, or 'all' "
+                                      "(default: MgPc on Ag(100) at 10 nm).")
+    ] = None,
     evaluate_only: Annotated[
         bool, typer.Option(help="Only evaluate OUTPUT (or the shipped weights).")
+    ] = False,
+    fit_familiarity: Annotated[
+        bool, typer.Option(help="With --evaluate-only: fit the training images' feature "
+                                "density and save it with the weights into OUTPUT.")
     ] = False,
     roc_plot: Annotated[Path | None, typer.Option(help="Save the test ROC curve here.")] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads.")] = 2,
@@ -274,14 +327,24 @@ def train_classifier(
     """Train the tip classifier on simulated (or your own) images; print test scores."""
     from deepspm_bluesky.ml.training import TrainingSettings
     from deepspm_bluesky.ml.workflow import DataSizes, train_and_evaluate
+    from deepspm_bluesky.sim import FAMILIES
 
+    if init not in ("scratch", "pretrained"):
+        raise typer.BadParameter(f"--init must be scratch or pretrained, got {init!r}")
+    chosen = None
+    if families is not None:
+        chosen = FAMILIES if families == "all" else tuple(f.strip() for f in families.split(","))
+        unknown = sorted(set(chosen) - set(FAMILIES))
+        if unknown:
+            raise typer.BadParameter(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")
     settings = TrainingSettings(architecture=architecture, seed=seed, max_steps=steps,
                                 threads=threads,
                                 time_limit_s=None if time_limit is None else 60 * time_limit)
-    sizes = DataSizes(train=train_images, validation=max(2, train_images // 8), test=test_images)
+    sizes = DataSizes(train=train_images, validation=max(2, train_images // 8), test=test_images,
+                      families=chosen)
     train_and_evaluate(output, settings=settings, sizes=sizes, data_folder=data,
-                       fine_tune=fine_tune, evaluate_only=evaluate_only, roc_plot=roc_plot,
-                       echo=typer.echo)
+                       fine_tune=fine_tune or init == "pretrained", evaluate_only=evaluate_only,
+                       fit_familiarity=fit_familiarity, roc_plot=roc_plot, echo=typer.echo)
 
 
 @app.command("sim-gallery")
@@ -295,3 +358,65 @@ def sim_gallery(
     from deepspm_bluesky.sim.gallery import draw_gallery
 
     typer.echo(f"gallery in {draw_gallery(output, seed=seed, size_nm=size_nm, pixels=pixels)}")
+
+
+@app.command("train-agent")
+def train_agent(
+    output: Annotated[Path, typer.Option(help="Policy to write (the best evaluation's).")] = (
+        Path("conditioning_agent.pt")
+    ),
+    transitions: Annotated[int, typer.Option(min=1, help="Transitions to collect.")] = 20000,
+    envs: Annotated[int, typer.Option(min=1, help="Simulated STMs stepped together.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of weights, exploration and the STMs.")] = 0,
+    eval_every: Annotated[
+        int, typer.Option(min=0, help="Transitions between evaluations (0: at the end).")
+    ] = 2500,
+    eval_episodes: Annotated[int, typer.Option(min=1, help="Episodes per evaluation.")] = 100,
+    screen_episodes: Annotated[
+        int, typer.Option(min=1, help="Episodes per action to find the best fixed one.")
+    ] = 30,
+    learning_starts: Annotated[int, typer.Option(min=1, help="Transitions before learning.")] = (
+        1000
+    ),
+    epsilon_steps: Annotated[int, typer.Option(min=1, help="Transitions of epsilon decay.")] = (
+        5000
+    ),
+    dueling: Annotated[bool, typer.Option(help="Dueling Q head.")] = True,
+    train_trunk: Annotated[bool, typer.Option(help="Also train the CNN trunk (slow).")] = False,
+    fresh_trunk: Annotated[
+        bool, typer.Option(help="Start the trunk from random weights, not the classifier.")
+    ] = False,
+    judge: Annotated[str, typer.Option(help="classifier (as the survey) or truth.")] = (
+        "classifier"
+    ),
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue from a full agent state (.state.pt).")
+    ] = None,
+    time_limit: Annotated[
+        float | None, typer.Option(help="Stop collecting after this many minutes.")
+    ] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch CPU threads of the learner.")] = 1,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Train the conditioning agent (double DQN) on the simulated STM; print a table
+    against the random and best-fixed-action baselines on fixed evaluation seeds."""
+    from deepspm_bluesky.ml.agent_training import AgentTrainingSettings
+    from deepspm_bluesky.ml.agent_training import train_agent as train
+    from deepspm_bluesky.ml.conditioning_agent import AgentSettings, ConditioningAgent
+
+    if resume is not None:
+        agent = ConditioningAgent.load(resume, explore=True)
+    else:
+        settings = AgentSettings(learning_starts=learning_starts, epsilon_steps=epsilon_steps,
+                                 dueling=dueling, train_trunk=train_trunk, seed=seed)
+        agent = ConditioningAgent(settings=settings,
+                                  trunk="fresh" if fresh_trunk else "classifier")
+    training = AgentTrainingSettings(
+        transitions=transitions, envs=envs, asynchronous=envs > 1, eval_every=eval_every,
+        eval_episodes=eval_episodes, screen_episodes=screen_episodes, judge=judge,
+        threads=threads, seed=seed, time_limit_s=None if time_limit is None else 60 * time_limit)
+    result = train(agent, training, output=output, progress=progress, echo=typer.echo)
+    typer.echo(result.table())
+    typer.echo(f"policy in {output} (best evaluation at {result.best_transitions} transitions); "
+               f"full state in {output.with_name(output.stem + '.state.pt')}; "
+               f"{result.wall_s / 60:.1f} min")

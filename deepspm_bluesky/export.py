@@ -1,4 +1,7 @@
-"""Export a run from Tiled to plain files: images as .npy, each stream's table as .csv."""
+"""Export a run from Tiled to plain files: images as .npy, each stream's table as .csv; or
+the images sorted into ``good/`` and ``bad/`` folders by the verdict they were given, so that
+a person can move the misjudged ones and fine-tune the classifier on them
+(``deepspm-bluesky train-classifier --init pretrained --data FOLDER``)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+from .judging import GOOD_TIP_THRESHOLD
+
+LABEL_FOLDERS = ("good", "bad")
 
 
 def export_run(run, out: str | Path) -> list[Path]:
@@ -36,3 +43,63 @@ def export_run(run, out: str | Path) -> list[Path]:
                 np.save(path, stream.base[key].read())
                 written.append(path)
     return written
+
+
+def export_labels(run, out: str | Path, *, threshold: float = GOOD_TIP_THRESHOLD,
+                  stream_name: str = "primary") -> dict[str, list[Path]]:
+    """Write each judged image of a run as ``good/<uid8>_<n>.npy`` or ``bad/<uid8>_<n>.npy``.
+
+    Parameters
+    ----------
+    run
+        A Bluesky run node of a Tiled client.
+    out
+        Folder to write into; ``good/`` and ``bad/`` are created in it.
+    threshold
+        P(good) at or above which an image goes to ``good/`` (DeepSPM's 0.9).
+    stream_name
+        The stream holding the images with their ``check`` and ``p_good`` decisions.
+
+    Returns
+    -------
+    dict
+        ``{"good": [paths], "bad": [paths]}``. Images that failed a fast check (crash, no
+        contact, debris) or were never classified (no finite ``p_good``) are left out:
+        they judge the instrument, not the tip's imaging.
+
+    Raises
+    ------
+    KeyError
+        If the run has no such stream, or the stream no image or no ``p_good``.
+    """
+    out = Path(out)
+    uid = run.metadata["start"]["uid"]
+    if stream_name not in run:
+        raise KeyError(f"run {uid[:8]} has no {stream_name!r} stream; it has {list(run)}")
+    stream = run[stream_name]
+    table = stream.base["internal"].read()
+    if "p_good" not in table:
+        raise KeyError(f"the {stream_name!r} stream of run {uid[:8]} records no p_good")
+    images = _image_array(stream, uid)
+    checks = table["check"] if "check" in table else [""] * len(table)
+    written: dict[str, list[Path]] = {name: [] for name in LABEL_FOLDERS}
+    for name in LABEL_FOLDERS:
+        (out / name).mkdir(parents=True, exist_ok=True)
+    for index, (p_good, check) in enumerate(zip(table["p_good"], checks, strict=True)):
+        if not np.isfinite(p_good) or check not in ("", "ok"):
+            continue
+        name = "good" if p_good >= threshold else "bad"
+        path = out / name / f"{uid[:8]}_{index:05d}.npy"
+        np.save(path, np.asarray(images[index], dtype=np.float64))
+        written[name].append(path)
+    return written
+
+
+def _image_array(stream, uid: str) -> np.ndarray:
+    """The stream's stack of 2-D images (the one array field of three dimensions)."""
+    for key in stream.base:
+        if key != "internal":
+            array = stream.base[key].read()
+            if np.ndim(array) == 3:
+                return array
+    raise KeyError(f"run {uid[:8]} records no image stack in this stream")

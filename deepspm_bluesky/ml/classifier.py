@@ -15,7 +15,8 @@ from torch import nn
 
 from .evaluation import GOOD_TIP_THRESHOLD
 from .networks import ARCHITECTURES, build_network
-from .preprocessing import PIXELS, preprocess
+from .ood import FeatureDensity, image_statistics, network_features
+from .preprocessing import INPUT_FRAME_NM, PIXELS, frame_side_nm, network_input, preprocess
 
 CHECKPOINT_FORMAT = "deepspm_bluesky.TipClassifier"
 CHECKPOINT_VERSION = 1
@@ -43,6 +44,9 @@ class TipClassifier:
         P(good) at or above which a tip counts as good (DeepSPM: 0.9).
     metadata
         Free-form facts about the weights (training seed, settings, scores).
+    familiarity
+        Density of the training images' features (`ood.FeatureDensity`), which `familiar`
+        needs; `fit_familiarity` makes one.
 
     Examples
     --------
@@ -56,12 +60,14 @@ class TipClassifier:
 
     def __init__(self, architecture: str = "compact", *, network: nn.Module | None = None,
                  threshold: float = GOOD_TIP_THRESHOLD,
-                 metadata: dict[str, Any] | None = None) -> None:
+                 metadata: dict[str, Any] | None = None,
+                 familiarity: FeatureDensity | None = None) -> None:
         self.architecture = architecture
         self.network = build_network(architecture) if network is None else network
         self.network.eval()
         self.threshold = threshold
         self.metadata = dict(metadata or {})
+        self.familiarity = familiarity
 
     def __repr__(self) -> str:
         return f"TipClassifier({self.architecture!r}, threshold={self.threshold})"
@@ -72,11 +78,12 @@ class TipClassifier:
         """Network output (log-odds of a good tip), one per image; see `predict`."""
         stack = preprocess(images, normalized=normalized, pixels=PIXELS)
         self.network.eval()
+        device = next(self.network.parameters()).device
         out = []
         with torch.inference_mode():
             for start in range(0, len(stack), batch_size):
                 batch = torch.from_numpy(stack[start:start + batch_size]).unsqueeze(1)
-                out.append(self.network(batch).float().numpy())
+                out.append(self.network(batch.to(device)).float().cpu().numpy())
         return np.concatenate(out) if out else np.empty(0, np.float32)
 
     def predict(self, images: np.ndarray, *, normalized: bool | None = None) -> np.ndarray:
@@ -108,6 +115,86 @@ class TipClassifier:
         """True if P(good) reaches the threshold."""
         return self(image) >= self.threshold
 
+    def predict_frame(self, image: np.ndarray, *, pixel_nm: float | None = None) -> float:
+        """P(good tip) for one raw frame of any size (`preprocessing.network_input`)."""
+        return float(self.predict(network_input(image, pixel_nm=pixel_nm), normalized=True)[0])
+
+    # -- knowing when it does not know -----------------------------------------------------
+    def features(self, images: np.ndarray, *, normalized: bool | None = None,
+                 batch_size: int = 256) -> np.ndarray:
+        """The pooled trunk features the head reads (`ood.network_features`) and the images'
+        spectrum and histogram (`ood.image_statistics`), (n, d)."""
+        stack = preprocess(images, normalized=normalized, pixels=PIXELS)
+        self.network.eval()
+        device = next(self.network.parameters()).device
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(stack), batch_size):
+                batch = torch.from_numpy(stack[start:start + batch_size]).unsqueeze(1)
+                out.append(network_features(self.network, batch.to(device)).double().cpu()
+                           .numpy())
+        if not out:
+            return np.empty((0, 0))
+        return np.concatenate([np.concatenate(out), image_statistics(stack)], axis=1)
+
+    def fit_familiarity(self, train_images: np.ndarray,
+                        held_out_images: np.ndarray | None = None) -> FeatureDensity:
+        """Fit (and keep) the density of the training images' features; its threshold is
+        the 95 % quantile of the held-out images' distances (`ood.FeatureDensity.fit`).
+        Images are normalised network inputs or raw 64 x 64 heights."""
+        held_out = None if held_out_images is None else self.features(held_out_images)
+        self.familiarity = FeatureDensity.fit(self.features(train_images), held_out)
+        return self.familiarity
+
+    def unfamiliarity(self, images: np.ndarray, *, normalized: bool | None = None) -> np.ndarray:
+        """How unlike the training images each image is: the Mahalanobis distance of its
+        features (n,); above `familiarity.threshold` it counts as unfamiliar.
+
+        Raises
+        ------
+        RuntimeError
+            If these weights carry no feature density (see `fit_familiarity`).
+        """
+        if self.familiarity is None:
+            raise RuntimeError("these classifier weights carry no density of their training "
+                               "images; call fit_familiarity(train_images) first")
+        return self.familiarity.distance(self.features(images, normalized=normalized))
+
+    def familiar(self, images: np.ndarray, *, normalized: bool | None = None,
+                 frame_nm: float | np.ndarray | None = None) -> np.ndarray:
+        """Whether each image is like the images the classifier was trained on.
+
+        Parameters
+        ----------
+        images
+            As for `predict`: raw heights in metres or normalised, (64, 64) or (n, 64, 64).
+        normalized
+            Whether the images are already normalised; None decides from their values.
+        frame_nm
+            Side of each frame in nm, if known: a frame outside the trained range
+            (`preprocessing.INPUT_FRAME_NM`, 5-25 nm) is unfamiliar whatever it shows.
+
+        Returns
+        -------
+        numpy.ndarray
+            bool (n,): True where the image's unfamiliarity is within the threshold. Where
+            it is False, P(good) is a guess: do not condition the tip on it, fine-tune on
+            labelled images of this sample (``deepspm-bluesky train-classifier --init
+            pretrained --data FOLDER``).
+        """
+        ok = self.unfamiliarity(images, normalized=normalized) <= self.familiarity.threshold
+        if frame_nm is not None:
+            side = np.asarray(frame_nm, dtype=float)
+            low, high = INPUT_FRAME_NM[0] * (1 - 1e-9), INPUT_FRAME_NM[1] * (1 + 1e-9)
+            ok &= (side >= low) & (side <= high)
+        return ok
+
+    def familiar_frame(self, image: np.ndarray, *, pixel_nm: float) -> bool:
+        """`familiar` for one raw frame of any size, brought in by `network_input`."""
+        data = network_input(image, pixel_nm=pixel_nm)
+        return bool(self.familiar(data, normalized=True,
+                                  frame_nm=frame_side_nm(image, pixel_nm))[0])
+
     # -- checkpoints -------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
         """Write architecture, weights and metadata to `path` (a torch file)."""
@@ -117,6 +204,8 @@ class TipClassifier:
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
             "architecture": self.architecture, "threshold": float(self.threshold),
             "metadata": _plain(self.metadata), "state_dict": self.network.state_dict(),
+            **({} if self.familiarity is None
+               else {"familiarity": self.familiarity.as_tensors()}),
         }, path)
         return path
 
@@ -148,8 +237,14 @@ class TipClassifier:
             raise CheckpointError(
                 f"{path}: the weights do not fit the {architecture!r} network: {error}"
             ) from None
+        familiarity = None
+        if "familiarity" in checkpoint:
+            try:
+                familiarity = FeatureDensity.from_tensors(checkpoint["familiarity"])
+            except ValueError as error:
+                raise CheckpointError(f"{path}: {error}") from None
         return cls(architecture, network=network, threshold=checkpoint["threshold"],
-                   metadata=checkpoint["metadata"])
+                   metadata=checkpoint["metadata"], familiarity=familiarity)
 
     @classmethod
     def pretrained(cls) -> TipClassifier:

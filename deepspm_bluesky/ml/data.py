@@ -21,6 +21,7 @@ import numpy as np
 
 from deepspm_bluesky import sim
 from deepspm_bluesky.imaging import check_image, flatten_plane, normalize
+from deepspm_bluesky.sim.families import FRAME_NM as FAMILY_FRAME_NM
 
 from .preprocessing import PIXELS, preprocess
 
@@ -28,6 +29,7 @@ NOT_IMAGING_STATES = ("crashed", "no_contact")
 FRAME_SIZE_M = 10e-9
 IMAGES_PER_AREA = 100  # a fresh approach area (sample) after this many images
 MAX_TRIES = 500
+NEW_AREA_AFTER = 50  # failed frames in a row before a frame is sought in a fresh area
 
 
 def imaging_bad_states() -> tuple[str, ...]:
@@ -35,7 +37,7 @@ def imaging_bad_states() -> tuple[str, ...]:
     return tuple(s for s in sim.STATES if s != "good" and s not in NOT_IMAGING_STATES)
 
 
-FIELDS = ("images", "labels", "states", "subtle")
+FIELDS = ("images", "labels", "states", "subtle", "families")
 
 
 @dataclass
@@ -53,17 +55,25 @@ class LabelledImages:
     subtle
         bool, shape (n,), True for a bad tip drawn just past the visibility limit of its
         state; default all False.
+    families
+        str, shape (n,), the surface family of each image (`sim.FAMILIES`; "" when
+        unknown, e.g. user data); default all "".
     """
 
     images: np.ndarray
     labels: np.ndarray
     states: np.ndarray
     subtle: np.ndarray | None = None
+    families: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
         if self.subtle is None:
             self.subtle = np.zeros(n, bool)
+        if self.families is None:
+            self.families = np.full(n, "")
+        if len(self.families) != n:
+            raise ValueError(f"{n} images but {len(self.families)} families")
         if not len(self.labels) == len(self.states) == len(self.subtle) == n:
             raise ValueError(f"{n} images but {len(self.labels)} labels, {len(self.states)} "
                              f"states and {len(self.subtle)} subtle flags")
@@ -123,7 +133,7 @@ def _draw_tip(rng: np.random.Generator, state: str, subtle: bool) -> sim.Tip:
 
 
 def _scan_state(microscope: sim.SimulatedMicroscope, rng: np.random.Generator, state: str,
-                subtle: bool, pixels: int) -> np.ndarray:
+                subtle: bool, pixels: int, frame_m: float = FRAME_SIZE_M) -> np.ndarray:
     """A frame taken by a fresh tip in `state` at a random place that passes the fast checks,
     normalised as in the pipeline (`flatten_plane`, then `normalize`).
 
@@ -132,11 +142,13 @@ def _scan_state(microscope: sim.SimulatedMicroscope, rng: np.random.Generator, s
     simulated tip may age during a scan, so the tip that took the image (`microscope.tip`
     after the scan) must still be in `state`.
     """
-    half = microscope.scan_range_m() / 2 - FRAME_SIZE_M
-    for _ in range(MAX_TRIES):
+    half = microscope.scan_range_m() / 2 - frame_m
+    for attempt in range(MAX_TRIES):
+        if attempt and attempt % NEW_AREA_AFTER == 0:  # an area too rough for this frame
+            microscope.move_area()
         microscope.tip = _draw_tip(rng, state, subtle)
         x, y = rng.uniform(-half, half, 2)
-        image = microscope.scan(x, y, FRAME_SIZE_M, pixels)
+        image = microscope.scan(x, y, frame_m, pixels)
         flat = flatten_plane(image)
         passed = check_image(image, z_range_m=microscope.z_range_m(), flattened=flat).ok
         if passed and microscope.tip.state == state:
@@ -161,6 +173,8 @@ def simulated_dataset(
     subtle_fraction: float = 0.3,
     pixels: int = PIXELS,
     progress: Callable[[int], None] | None = None,
+    families: Sequence[str] | None = None,
+    frame_nm: tuple[float, float] | None = None,
 ) -> LabelledImages:
     """A balanced, seeded set of simulated images labelled by the tip that made them.
 
@@ -178,6 +192,14 @@ def simulated_dataset(
         Pixels per side; the frame is 10 nm, the DeepSPM default.
     progress
         Called with the number of images made after each one (e.g. a tqdm update).
+    families
+        Surface families to draw from (`sim.FAMILIES`), one per approach area of
+        `IMAGES_PER_AREA` images, each area at a random bias of either polarity
+        (0.3-2 V) and with scanner artefacts; None (default): the simulator's default
+        sample at 1 V, as DeepSPM imaged it.
+    frame_nm
+        (smallest, largest) frame side, drawn log-uniformly per image; None: 10 nm without
+        `families`, else each family's usual range (`sim.families.FRAME_NM`).
 
     Returns
     -------
@@ -192,17 +214,41 @@ def simulated_dataset(
     labels = np.empty(n_images, np.float32)
     recorded = np.empty(n_images, dtype=object)
     subtle = np.zeros(n_images, bool)
+    family_of = np.full(n_images, sim.DEFAULT_FAMILY, dtype=object)
     microscope = None
     for i, state in enumerate(states):
         if i % IMAGES_PER_AREA == 0:
-            microscope = sim.SimulatedMicroscope(seed=int(rng.integers(2**31)))
+            microscope = _area_microscope(rng, families)
         subtle[i] = state != "good" and rng.random() < subtle_fraction
-        images[i] = _scan_state(microscope, rng, state, subtle[i], pixels)
+        frame_m = _frame_m(rng, frame_nm, microscope.surface_family, families is None)
+        images[i] = _scan_state(microscope, rng, state, subtle[i], pixels, frame_m)
         labels[i] = float(state == "good")
         recorded[i] = state
+        family_of[i] = microscope.surface_family
         if progress is not None:
             progress(1)
-    return LabelledImages(images, labels, recorded.astype(str), subtle)
+    return LabelledImages(images, labels, recorded.astype(str), subtle, family_of.astype(str))
+
+
+def _frame_m(rng: np.random.Generator, frame_nm: tuple[float, float] | None, family: str,
+             default: bool) -> float:
+    """Frame side: 10 nm for the default set, else log-uniform in `frame_nm` or, if None,
+    in the family's usual range (`sim.families.FRAME_NM`)."""
+    if default and frame_nm is None:
+        return FRAME_SIZE_M
+    low, high = frame_nm if frame_nm is not None else FAMILY_FRAME_NM[family]
+    return 1e-9 * float(np.exp(rng.uniform(np.log(low), np.log(high))))
+
+
+def _area_microscope(rng: np.random.Generator,
+                     families: Sequence[str] | None) -> sim.SimulatedMicroscope:
+    """A simulator of a fresh area: the default one, or one of `families` at a random bias."""
+    seed = int(rng.integers(2**31))
+    if families is None:
+        return sim.SimulatedMicroscope(seed=seed)
+    microscope = sim.SimulatedMicroscope(seed=seed, family=str(rng.choice(list(families))))
+    microscope.set_bias(float(rng.choice([-1.0, 1.0]) * rng.uniform(0.3, 2.0)))
+    return microscope
 
 
 # -- images from disk ------------------------------------------------------------------------

@@ -52,6 +52,8 @@ class TrainingSettings:
     time_limit_s
         Stop (after one last validation) once training has run this long; None: no limit.
         A safety on a busy machine; the steps actually run are recorded.
+    device
+        torch device to train on ("cpu", "cuda"); the returned classifier is on the CPU.
     """
 
     architecture: str = "compact"
@@ -69,6 +71,7 @@ class TrainingSettings:
     brightness: float = 0.05
     threads: int = 2
     time_limit_s: float | None = None
+    device: str = "cpu"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -134,7 +137,9 @@ class _Batches:
 def _validate(classifier: TipClassifier, data: LabelledImages,
               loss_fn: torch.nn.Module) -> tuple[float, float]:
     logits = classifier.logits(data.images, normalized=True)
-    loss = float(loss_fn(torch.from_numpy(logits), torch.from_numpy(data.labels)))
+    device = loss_fn.pos_weight.device
+    loss = float(loss_fn(torch.from_numpy(logits).to(device),
+                         torch.from_numpy(data.labels).to(device)))
     return roc_auc(data.labels, logits), loss
 
 
@@ -185,8 +190,9 @@ def _train(train, validation, settings, checkpoint, initial, progress) -> Traini
                                    threshold=initial.threshold)
     else:
         classifier = TipClassifier(settings.architecture)
-    network = classifier.network
-    weight = torch.tensor(_positive_weight(train.labels, settings))
+    device = torch.device(settings.device)
+    network = classifier.network.to(device)
+    weight = torch.tensor(_positive_weight(train.labels, settings), device=device)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=weight)
     optimizer = torch.optim.Adam(network.parameters(), lr=settings.learning_rate,
                                  weight_decay=settings.weight_decay)
@@ -200,8 +206,9 @@ def _train(train, validation, settings, checkpoint, initial, progress) -> Traini
     for step in bar:
         network.train()
         images, labels = batches.next()
+        images = augment(images, settings, generator).to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(network(augment(images, settings, generator)), labels)
+        loss = loss_fn(network(images), labels.to(device, non_blocking=True))
         loss.backward()
         optimizer.step()
         schedule.step()
@@ -224,13 +231,14 @@ def _train(train, validation, settings, checkpoint, initial, progress) -> Traini
         if waited >= settings.patience or out_of_time:
             break
     bar.close()
+    classifier.network.cpu()
     best = _with_state(classifier, best_state, settings, best_key[0], best_step)
     return TrainingResult(best, best_key[0], best_step, step, time.perf_counter() - start, history)
 
 
 def _with_state(classifier: TipClassifier, state: dict, settings: TrainingSettings,
                 auc: float, step: int) -> TipClassifier:
-    network = copy.deepcopy(classifier.network)
+    network = copy.deepcopy(classifier.network).cpu()
     network.load_state_dict(state)
     # a fine-tuned classifier keeps the architecture of the one it started from
     used = {**settings.as_dict(), "architecture": classifier.architecture}

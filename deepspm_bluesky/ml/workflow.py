@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -25,22 +26,40 @@ VALIDATION_SEED_OFFSET = 1  # simulated validation set: seed + 1
 TEST_SEED_OFFSET = 1000  # held-out test set: a seed no training run of nearby seeds uses
 
 
+FAMILIARITY_IMAGES = 4000  # training images the feature density is fitted on
+
+
 @dataclass
 class DataSizes:
-    """Numbers of simulated images per set."""
+    """Numbers of simulated images per set, and what they show.
+
+    Attributes
+    ----------
+    train, validation, test
+        Images per set.
+    subtle_fraction
+        Fraction of bad tips just past their visibility limit.
+    families
+        Surface families to simulate (`sim.FAMILIES`); None: the default sample at 10 nm.
+    frame_nm
+        (smallest, largest) frame side with `families`; None: 10 nm.
+    """
 
     train: int = 16_000
     validation: int = 2_000
     test: int = 4_000
     subtle_fraction: float = 0.3
+    families: tuple[str, ...] | None = None
+    frame_nm: tuple[float, float] | None = None
 
 
-def _simulated(n: int, seed: int, subtle_fraction: float, label: str,
+def _simulated(n: int, seed: int, sizes: DataSizes, label: str,
                progress: bool) -> LabelledImages:
     with tqdm(total=n, desc=f"simulating {label} images", disable=not progress,
               unit="img") as bar:
-        return simulated_dataset(n, seed=seed, subtle_fraction=subtle_fraction,
-                                 progress=bar.update)
+        return simulated_dataset(n, seed=seed, subtle_fraction=sizes.subtle_fraction,
+                                 progress=bar.update, families=sizes.families,
+                                 frame_nm=sizes.frame_nm)
 
 
 def make_datasets(seed: int, sizes: DataSizes, data_folder: str | Path | None = None, *,
@@ -56,11 +75,10 @@ def make_datasets(seed: int, sizes: DataSizes, data_folder: str | Path | None = 
         train, validation = rest.split(0.15 / 0.85, seed=seed + VALIDATION_SEED_OFFSET)
         return {"train": train, "validation": validation, "test": test}
     return {
-        "train": _simulated(sizes.train, seed, sizes.subtle_fraction, "training", progress),
-        "validation": _simulated(sizes.validation, seed + VALIDATION_SEED_OFFSET,
-                                 sizes.subtle_fraction, "validation", progress),
-        "test": _simulated(sizes.test, seed + TEST_SEED_OFFSET, sizes.subtle_fraction,
-                           "test", progress),
+        "train": _simulated(sizes.train, seed, sizes, "training", progress),
+        "validation": _simulated(sizes.validation, seed + VALIDATION_SEED_OFFSET, sizes,
+                                 "validation", progress),
+        "test": _simulated(sizes.test, seed + TEST_SEED_OFFSET, sizes, "test", progress),
     }
 
 
@@ -85,6 +103,7 @@ def train_and_evaluate(
     data_folder: str | Path | None = None,
     fine_tune: bool = False,
     evaluate_only: bool = False,
+    fit_familiarity: bool = False,
     roc_plot: str | Path | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
@@ -104,6 +123,10 @@ def train_and_evaluate(
         Start from the shipped pretrained weights instead of from scratch.
     evaluate_only
         Load `output` (or the shipped weights if `output` does not exist) and only evaluate.
+    fit_familiarity
+        With `evaluate_only`: also fit the density of the training images' features
+        (`TipClassifier.fit_familiarity`, on `FAMILIARITY_IMAGES` simulated training images
+        and the validation set) and save the unchanged weights with it into `output`.
     roc_plot
         Where to save a ROC plot of the test set, if anywhere.
     progress, echo
@@ -122,8 +145,10 @@ def train_and_evaluate(
                               "torch": str(torch.__version__)}}
         started = time.perf_counter()
         if evaluate_only:
-            sizes = DataSizes(train=2, validation=2, test=sizes.test,
-                              subtle_fraction=sizes.subtle_fraction)
+            n_fit = FAMILIARITY_IMAGES if fit_familiarity else 2
+            sizes = DataSizes(train=n_fit, validation=max(2, n_fit // 8), test=sizes.test,
+                              subtle_fraction=sizes.subtle_fraction, families=sizes.families,
+                              frame_nm=sizes.frame_nm)
         data = make_datasets(settings.seed, sizes, data_folder, progress=progress)
         record["data"] = _describe_data(data, settings.seed, sizes, data_folder,
                                         time.perf_counter() - started)
@@ -131,11 +156,15 @@ def train_and_evaluate(
             classifier = (TipClassifier.load(output) if output.exists()
                           else TipClassifier.pretrained())
             echo(f"evaluating {output if output.exists() else 'the shipped weights'}")
+            if fit_familiarity:
+                classifier.fit_familiarity(data["train"].images, data["validation"].images)
         else:
             initial = TipClassifier.pretrained() if fine_tune else None
             result = train_classifier(data["train"], data["validation"], settings,
                                       checkpoint=output, initial=initial, progress=progress)
             classifier = result.classifier
+            classifier.fit_familiarity(data["train"].images[:FAMILIARITY_IMAGES],
+                                       data["validation"].images)
             record["training"] = {
                 "settings": settings.as_dict(), "fine_tune": fine_tune,
                 "steps": result.steps, "best_step": result.best_step,
@@ -144,6 +173,10 @@ def train_and_evaluate(
             }
         evaluation = evaluate_classifier(classifier, data["test"])
         record["test"] = evaluation.as_dict()
+        if classifier.familiarity is not None:
+            flagged = float(np.mean(~classifier.familiar(data["test"].images, normalized=True)))
+            record["test"]["unfamiliar_fraction"] = flagged
+            echo(f"test images flagged unfamiliar: {flagged:.1%}")
         record["total_s"] = round(time.perf_counter() - started, 1)
         record["machine"]["load_after_1_5_15_min"] = machine_load()["load_1_5_15_min"]
         echo(evaluation.report())
@@ -153,6 +186,10 @@ def train_and_evaluate(
              f"{record['machine']['load_after_1_5_15_min']}")
         if roc_plot is not None:
             echo(f"ROC plot: {save_roc_plot(evaluation, roc_plot)}")
+        if evaluate_only and fit_familiarity:
+            classifier.metadata.update(familiarity_data=record["data"])
+            classifier.save(output)
+            echo(f"weights with their feature density: {output}")
         if not evaluate_only:
             classifier.metadata.update(test=evaluation.as_dict(), data=record["data"])
             classifier.save(output)
@@ -170,6 +207,7 @@ def _describe_data(data: dict[str, LabelledImages], seed: int, sizes: DataSizes,
     else:
         source = {"simulated": True, "train_seed": seed,
                   "validation_seed": seed + VALIDATION_SEED_OFFSET,
-                  "test_seed": seed + TEST_SEED_OFFSET, "subtle_fraction": sizes.subtle_fraction}
+                  "test_seed": seed + TEST_SEED_OFFSET, "subtle_fraction": sizes.subtle_fraction,
+                  "families": sizes.families, "frame_nm": sizes.frame_nm}
     return {**source, "sizes": {k: len(v) for k, v in data.items()},
             "seconds": round(seconds, 1)}

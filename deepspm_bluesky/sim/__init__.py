@@ -10,7 +10,11 @@
 - `conditioning`: what pulses and dips do to the tip, with the probabilities in its table.
 - `microscope`: `SimulatedMicroscope`, the backend the `STM` device drives; instrument clock,
   slow ageing of the tip, optional real-time pacing with an injectable sleep and clock.
-- `gallery`: one picture per tip state (``deepspm-bluesky sim-gallery OUT.png``).
+- `families`: surface families beyond MgPc/Ag(100) (Au(111) herringbone, Si(111)-7x7,
+  H:Si(100), graphite, molecular islands, step bunches, clusters), imaged through the same
+  tip; ``SimulatedMicroscope(family=...)`` (None: the default sample, unchanged).
+- `gallery`: one picture per tip state, and every family with every imaging tip state
+  (``deepspm-bluesky sim-gallery OUT.png``).
 
 No Bluesky import here: the model is plain Python + numpy (+ scipy), driven by the `STM`
 device through the backend calls of `SimulatedMicroscope`. Labels for a classifier: after
@@ -18,18 +22,23 @@ device through the backend calls of `SimulatedMicroscope`. Labels for a classifi
 """
 
 from .conditioning import OUTCOMES, apply_action, outcome_probabilities
+from .families import DEFAULT_FAMILY, FAMILIES, RANDOM_FAMILY, make_sample
 from .microscope import SimulatedMicroscope
 from .sample import Sample
 from .tip import BAD_STATES, STATES, Tip, random_tip
 
 __all__ = [
     "BAD_STATES",
+    "DEFAULT_FAMILY",
+    "FAMILIES",
     "OUTCOMES",
+    "RANDOM_FAMILY",
     "STATES",
     "Sample",
     "SimulatedMicroscope",
     "Tip",
     "apply_action",
+    "make_sample",
     "outcome_probabilities",
     "random_tip",
 ]

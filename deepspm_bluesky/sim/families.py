@@ -396,6 +396,11 @@ FAMILIES = (DEFAULT_FAMILY, *_MAKERS)
 Si(111)-7x7 adatoms, H:Si(100) dimer rows, graphite, dense molecular islands, vicinal
 surfaces with step bunches, and adsorbate clusters of all sizes."""
 RANDOM_FAMILY = "random"
+FRAME_NM = {  # frame sides (nm) at which each family is usually imaged and shows its texture
+    DEFAULT_FAMILY: (8.0, 15.0), "au111": (4.0, 30.0), "si111_7x7": (6.0, 20.0),
+    "h_si100": (4.0, 12.0), "graphite": (2.0, 6.0), "molecular_islands": (8.0, 30.0),
+    "step_bunches": (6.0, 20.0), "clusters": (8.0, 30.0),
+}
 
 
 def make_sample(family: str, rng: np.random.Generator, size_m: float) -> Sample:

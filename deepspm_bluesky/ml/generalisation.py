@@ -1,0 +1,150 @@
+"""Leave-one-family-out evaluation: does the classifier judge the tip, not the surface?
+
+For each surface family F of the simulator, a classifier is trained on every other family
+and tested on F, a stand-in for a real sample it has never seen; the same classifier's
+feature density (`ood`) should call F unfamiliar and the trained families familiar.
+
+Run ``python -m deepspm_bluesky.ml.generalisation --help`` (several processes, one family
+each, so a many-core machine runs the whole table in minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deepspm_bluesky.sim import FAMILIES
+
+from .data import LabelledImages, simulated_dataset
+from .evaluation import roc_auc
+from .training import TrainingSettings, train_classifier
+
+ALL = "(all)"
+
+
+@dataclass
+class FamilySets:
+    """Training, validation and test images of one family."""
+
+    train: LabelledImages
+    validation: LabelledImages
+    test: LabelledImages
+
+
+def family_sets(family: str, *, n_train: int, n_test: int, seed: int,
+                frame_nm: tuple[float, float] | None = None) -> FamilySets:
+    """Simulated sets of one family (frames in its usual range unless `frame_nm` is given):
+    seeds `seed`, `seed + 1` and `seed + 1000`."""
+    def make(n: int, s: int) -> LabelledImages:
+        return simulated_dataset(n, seed=s, families=[family], frame_nm=frame_nm)
+    return FamilySets(make(n_train, seed), make(max(2, n_train // 8), seed + 1),
+                      make(n_test, seed + 1000))
+
+
+def _concatenate(sets: Sequence[FamilySets], part: str) -> LabelledImages:
+    return LabelledImages.concatenate([getattr(s, part) for s in sets])
+
+
+def held_out_row(sets: dict[str, FamilySets], held_out: str,
+                 settings: TrainingSettings) -> dict:
+    """Train without `held_out` (or on every family for `ALL`) and score.
+
+    Returns
+    -------
+    dict
+        ROC-AUC and unfamiliar fraction on the held-out family's test images and on the
+        trained families' test images, steps and seconds.
+    """
+    torch.set_num_threads(settings.threads)
+    trained = [f for f in sets if f != held_out]
+    train = _concatenate([sets[f] for f in trained], "train")
+    validation = _concatenate([sets[f] for f in trained], "validation")
+    result = train_classifier(train, validation, settings, progress=False)
+    classifier = result.classifier
+    classifier.fit_familiarity(train.images[:4000], validation.images)
+    row = {"held_out": held_out, "steps": result.steps, "seconds": round(result.seconds, 1)}
+    groups = {"trained": _concatenate([sets[f] for f in trained], "test")}
+    if held_out != ALL:
+        groups["held_out"] = sets[held_out].test
+    for name, test in groups.items():
+        scores = classifier.predict(test.images, normalized=True)
+        row[f"auc_{name}"] = roc_auc(test.labels, scores)
+        row[f"unfamiliar_{name}"] = float(np.mean(~classifier.familiar(test.images,
+                                                                       normalized=True)))
+        good = test.labels == 1
+        row[f"auc_by_state_{name}"] = {
+            state: roc_auc(np.r_[test.labels[good], test.labels[test.states == state]],
+                           np.r_[scores[good], scores[test.states == state]])
+            for state in sorted(set(test.states[~good]))}
+    return row
+
+
+def leave_one_family_out(families: Sequence[str] = FAMILIES, *, n_train: int = 2000,
+                         n_test: int = 500, seed: int = 0,
+                         settings: TrainingSettings | None = None,
+                         processes: int = 1) -> list[dict]:
+    """One row per held-out family, then one for training on all of them (`ALL`)."""
+    settings = settings or TrainingSettings()
+    with ProcessPoolExecutor(processes) as pool:
+        made = pool.map(_family_sets_args, [(f, n_train, n_test, seed) for f in families])
+        sets = dict(zip(families, made, strict=True))
+        jobs = [(sets, f, settings) for f in [*families, ALL]]
+        if settings.device != "cpu":  # one accelerator: one training at a time
+            return [_row_args(job) for job in jobs]
+        return list(pool.map(_row_args, jobs))
+
+
+def _family_sets_args(args) -> FamilySets:
+    family, n_train, n_test, seed = args
+    return family_sets(family, n_train=n_train, n_test=n_test, seed=seed)
+
+
+def _row_args(args) -> dict:
+    return held_out_row(*args)
+
+
+def table(rows: list[dict]) -> str:
+    """A Markdown table of `leave_one_family_out` rows."""
+    lines = ["| held-out family | ROC-AUC held out | ROC-AUC trained families "
+             "| unfamiliar held out | unfamiliar trained | steps |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        held = row.get("auc_held_out")
+        lines.append(
+            f"| {row['held_out']} | {'-' if held is None else f'{held:.4f}'} "
+            f"| {row['auc_trained']:.4f} "
+            f"| {'-' if held is None else format(row['unfamiliar_held_out'], '.1%')} "
+            f"| {row['unfamiliar_trained']:.1%} | {row['steps']} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-per-family", type=int, default=2000)
+    parser.add_argument("--test-per-family", type=int, default=500)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="torch device of the trainings")
+    parser.add_argument("--output", type=Path, default=None, help="JSON file of the rows")
+    args = parser.parse_args(argv)
+    settings = replace(TrainingSettings(), seed=args.seed, max_steps=args.steps,
+                       threads=args.threads, device=args.device)
+    rows = leave_one_family_out(FAMILIES, n_train=args.train_per_family,
+                                n_test=args.test_per_family, seed=args.seed,
+                                settings=settings, processes=args.processes)
+    print(table(rows))
+    if args.output is not None:
+        args.output.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
