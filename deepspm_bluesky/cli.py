@@ -67,6 +67,10 @@ def _run_survey(stm, catalog: Path | None, *, images: int, mode: str, backend: B
         raise typer.Exit(2) from None
     try:
         result = run_plan(session.engine, plan)
+    except Exception as error:  # the run is closed (exit_status "fail", this reason)
+        typer.echo(f"survey failed: {type(error).__name__}: {error}\ndata in {location}",
+                   err=True)
+        raise typer.Exit(2) from None
     finally:
         session.writer.close()
     for run in session.writer.recovered:

@@ -6,6 +6,7 @@ shell user needs: Ctrl-C pauses at the next checkpoint and asks what to do.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,13 +48,25 @@ def survey_session(client, *, backend: str = "sim", progress: bool = True) -> Se
     return Session(engine, writer)
 
 
+class _EndingReported(logging.Filter):
+    """Drops bluesky's "Run aborted" traceback: `run_plan`'s caller reports the ending."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Run aborted"
+
+
+_ENDING_REPORTED = _EndingReported()
+
+
 def run_plan(engine: RunEngine, plan, *, ask: Callable[[str], str] = input,
              echo: Callable[[str], None] = print):
     """Run `plan`; after each pause (Ctrl-C) ask resume / stop / abort until it ends.
 
     The first Ctrl-C pauses at the next checkpoint (bluesky's deferred pause); at the
-    question, Ctrl-C or end of input aborts. Returns the `RunEngineResult`.
+    question, Ctrl-C or end of input aborts. Returns the `RunEngineResult`; the caller
+    reports how the run ended (bluesky's own traceback of an abort is not printed).
     """
+    logging.getLogger("bluesky").addFilter(_ENDING_REPORTED)
     try:
         return engine(plan)
     except RunEngineInterrupted:
