@@ -1,13 +1,28 @@
 """Machine learning: the tip classifier and the conditioning agent (torch, CPU)."""
 
-from .agents import Agent, NoActionAllowed, RandomAgent, Transition, allowed_indices
+from .agents import (
+    Agent,
+    FixedActionAgent,
+    NoActionAllowed,
+    RandomAgent,
+    Transition,
+    allowed_indices,
+)
 from .classifier import CheckpointError, TipClassifier
+from .conditioning_agent import AgentCheckpointError, AgentSettings, ConditioningAgent
 from .data import LabelledImages, load_folder, simulated_dataset
 from .evaluation import Evaluation, evaluate_scores, roc_auc, save_roc_plot
 from .networks import ARCHITECTURES, CompactNet, DeepSPMNet
+from .registration import ENV_ID, register_envs
 from .training import TrainingResult, TrainingSettings, train_classifier
 
 __all__ = [
+    "AgentCheckpointError",
+    "AgentSettings",
+    "ConditioningAgent",
+    "ENV_ID",
+    "FixedActionAgent",
+    "register_envs",
     "Agent",
     "NoActionAllowed",
     "RandomAgent",
@@ -29,3 +44,5 @@ __all__ = [
     "simulated_dataset",
     "train_classifier",
 ]
+
+register_envs()

@@ -82,3 +82,32 @@ class RandomAgent:
             self.rng.bit_generator.state = json.loads(Path(path).read_text())
         except (OSError, ValueError, TypeError, KeyError) as error:
             raise ValueError(f"{path}: not a saved RandomAgent state ({error})") from None
+
+
+class FixedActionAgent:
+    """Always the same action: the "best single action" baseline. Learns nothing.
+
+    When its action is not allowed (it needs more free area than the image has), it takes
+    the allowed action nearest to it in the table (the lower index on a tie), which for
+    DeepSPM's table is the next shallower dip.
+
+    Parameters
+    ----------
+    action
+        Index of the action in the table.
+    """
+
+    def __init__(self, action: int) -> None:
+        if action < 0:
+            raise ValueError(f"action index must be >= 0, got {action}")
+        self.action = int(action)
+
+    def __repr__(self) -> str:
+        return f"FixedActionAgent({self.action})"
+
+    def suggest(self, image: np.ndarray, allowed: np.ndarray) -> int:
+        choices = allowed_indices(allowed)
+        return int(choices[np.argmin(np.abs(choices - self.action))])
+
+    def observe(self, transition: Transition) -> dict[str, float]:
+        return {}
