@@ -99,17 +99,32 @@ class Gaussians:
     height: np.ndarray = field(default_factory=lambda: np.empty(0))
     sigma: np.ndarray = field(default_factory=lambda: np.empty(0))
 
+    _by_x: tuple[np.ndarray, np.ndarray, float] | None = field(default=None, init=False,
+                                                               repr=False, compare=False)
+
     def add(self, xy: np.ndarray, height: np.ndarray, sigma: np.ndarray) -> None:
         """Append bumps: centres (k, 2), heights (k,) and widths (k,) in metres."""
         self.xy = np.vstack([self.xy, np.reshape(xy, (-1, 2))])
         self.height = np.append(self.height, height)
         self.sigma = np.append(self.sigma, sigma)
+        self._by_x = None
 
     def near(self, x0: float, x1: float, y0: float, y1: float) -> np.ndarray:
-        """Boolean mask of the bumps whose 4-sigma disc touches the box."""
-        m = 4 * self.sigma
-        x, y = self.xy[:, 0], self.xy[:, 1]
-        return (x + m > x0) & (x - m < x1) & (y + m > y0) & (y - m < y1)
+        """Indices (ascending) of the bumps whose 4-sigma disc touches the box.
+
+        The bumps are looked up in their order along x (kept until the next `add`), so a
+        frame costs the bumps near it, not all of the area's.
+        """
+        if self._by_x is None:
+            order = np.argsort(self.xy[:, 0], kind="stable")
+            reach = 4 * float(self.sigma.max()) if self.sigma.size else 0.0
+            self._by_x = (order, self.xy[order, 0], reach)
+        order, sorted_x, reach = self._by_x
+        lo, hi = np.searchsorted(sorted_x, [x0 - reach, x1 + reach])
+        candidates = np.sort(order[lo:hi])
+        m = 4 * self.sigma[candidates]
+        x, y = self.xy[candidates, 0], self.xy[candidates, 1]
+        return candidates[(x + m > x0) & (x - m < x1) & (y + m > y0) & (y - m < y1)]
 
     def bumps(self, x0: float, x1: float, y0: float, y1: float) -> Bumps:
         """(xy, height, sigma) of the bumps that reach into the box."""
