@@ -242,6 +242,7 @@ class FamilySample(Sample):
 
     family: str = DEFAULT_FAMILY
     texture: Texture = field(default_factory=Texture)
+    adsorbates: Gaussians = field(default_factory=Gaussians)
 
     def heights(self, gx: np.ndarray, gy: np.ndarray, *, blur_m: float = 0.0,
                 adsorbate_gain: float = 1.0, centre_gain: float = 1.0,
@@ -252,16 +253,24 @@ class FamilySample(Sample):
         levels = None
         if self.texture.kind == "dimer_rows":
             levels = self.steps.image(gx, gy, 0.0)
-        return out + self.texture.heights(gx, gy, blur_m=blur_m, gain=adsorbate_gain,
-                                          bias_v=bias_v, levels=levels,
-                                          step_height_m=self.steps.height_m)
+        out = out + self.texture.heights(gx, gy, blur_m=blur_m, gain=adsorbate_gain,
+                                         bias_v=bias_v, levels=levels,
+                                         step_height_m=self.steps.height_m)
+        reach = 4 * blur_m
+        xy, height, sigma = self.adsorbates.bumps(gx[0] - reach, gx[-1] + reach,
+                                                  gy[0] - reach, gy[-1] + reach)
+        if len(height):
+            out += gaussian_image(xy, adsorbate_gain * height, sigma, gx, gy, blur_m)
+        return out
 
     def relief_bound_m(self, x0: float, x1: float, y0: float, y1: float, *,
                        adsorbate_gain: float = 1.0, centre_gain: float = 1.0,
                        bias_v: float = 1.0) -> float:
+        _, height, _ = self.adsorbates.bumps(x0, x1, y0, y1)
         return (super().relief_bound_m(x0, x1, y0, y1, adsorbate_gain=adsorbate_gain,
                                        centre_gain=centre_gain, bias_v=bias_v)
-                + self.texture.relief_m(1.3 * adsorbate_gain))
+                + self.texture.relief_m(1.3 * adsorbate_gain)
+                + abs(adsorbate_gain) * float(height.max(initial=0.0)))
 
 
 # -- the families ------------------------------------------------------------------------
@@ -396,6 +405,11 @@ FAMILIES = (DEFAULT_FAMILY, *_MAKERS)
 Si(111)-7x7 adatoms, H:Si(100) dimer rows, graphite, dense molecular islands, vicinal
 surfaces with step bunches, and adsorbate clusters of all sizes."""
 RANDOM_FAMILY = "random"
+ADSORBATES_PER_NM2 = {  # coverage range of point adsorbates and defects (per nm^2)
+    "au111": (0.005, 0.03), "si111_7x7": (0.003, 0.015), "h_si100": (0.003, 0.015),
+    "graphite": (0.005, 0.03), "molecular_islands": (0.003, 0.01),
+    "step_bunches": (0.005, 0.03), "clusters": (0.003, 0.01),
+}
 FRAME_NM = {  # frame sides (nm) at which each family is usually imaged and shows its texture
     DEFAULT_FAMILY: (8.0, 15.0), "au111": (4.0, 30.0), "si111_7x7": (6.0, 20.0),
     "h_si100": (4.0, 12.0), "graphite": (2.0, 6.0), "molecular_islands": (8.0, 30.0),
@@ -421,4 +435,17 @@ def make_sample(family: str, rng: np.random.Generator, size_m: float) -> Sample:
                          f"or {RANDOM_FAMILY!r}")
     steps, molecules, debris, texture = _MAKERS[family](rng, size_m)
     return FamilySample(size_m, steps, molecules, debris, rng.uniform(0, np.pi / 2),
-                        family=family, texture=texture, lattice_m=0.0)
+                        family=family, texture=texture, lattice_m=0.0,
+                        adsorbates=_adsorbates(rng, size_m, ADSORBATES_PER_NM2[family]))
+
+
+def _adsorbates(rng: np.random.Generator, size_m: float,
+                per_nm2: tuple[float, float]) -> Gaussians:
+    """Point adsorbates and defects (80-200 pm, 0.3-0.5 nm wide) at a random coverage.
+
+    Every real surface carries some; they are what a double tip doubles and a contaminated
+    one images brighter or inverted, whatever the surface's own texture.
+    """
+    n = rng.poisson(rng.uniform(*per_nm2) * 1e18 * size_m * size_m)
+    return Gaussians(rng.uniform(-size_m / 2, size_m / 2, (n, 2)),
+                     rng.uniform(80e-12, 200e-12, n), rng.uniform(0.3e-9, 0.5e-9, n))
