@@ -66,31 +66,42 @@ def last_run(catalog: Path):
     return run, list(table["seq_num"]), run["primary"]["stm_image"].shape[0]
 
 
-@pytest.mark.parametrize(
-    ("answer", "exit_code", "exit_status", "reason"),
-    [("stop", 0, "success", "stopped by the user"),
-     ("resume", 0, "success", "took the 150 images"),
-     (signal.SIGINT, 2, "abort", "aborted by Ctrl-C while paused")],
-)
-def test_ctrl_c_pauses_the_survey_and_asks_what_next(tmp_path, answer, exit_code,
-                                                      exit_status, reason):
-    survey = Survey(tmp_path, 150, "--realtime", "0.02")
-    survey.wait_for(lambda: survey.journaled_images() >= 5, "images journaled")
-    survey.process.send_signal(signal.SIGINT)
-    survey.wait_for(lambda: PROMPT in survey.output, "pause prompt")
-    if isinstance(answer, str):
-        survey.answer(answer)
-    else:
-        survey.process.send_signal(answer)
-    assert survey.finish() == exit_code, survey.output
+def check_whole(survey: Survey, exit_status: str, reason: str):
+    """The last run ended as said, holds every image once, and the journal is cleared."""
     assert "Traceback" not in survey.output
     run, seq_nums, images = last_run(survey.catalog)
     assert run.metadata["stop"]["exit_status"] == exit_status
     assert reason in run.metadata["stop"]["reason"]
     assert seq_nums == list(range(1, images + 1)), "every image once, none lost"
     assert images == run.metadata["stop"]["num_events"]["primary"]
-    assert images == 150 if answer == "resume" else 5 <= images < 150
     assert not list((survey.state / "journal").iterdir()), "the journal is cleared"
+    return images
+
+
+def test_ctrl_c_pauses_then_resume_goes_on_and_stop_ends_the_run(tmp_path):
+    survey = Survey(tmp_path, 400, "--realtime", "0.005")
+    survey.wait_for(lambda: survey.journaled_images() >= 5, "images journaled")
+    survey.process.send_signal(signal.SIGINT)
+    survey.wait_for(lambda: PROMPT in survey.output, "pause prompt")
+    paused_at = survey.journaled_images()
+    survey.answer("resume")
+    survey.wait_for(lambda: survey.journaled_images() >= paused_at + 5, "images after resume")
+    survey.process.send_signal(signal.SIGINT)
+    survey.wait_for(lambda: survey.output.count(PROMPT) == 2, "second pause prompt")
+    survey.answer("stop")
+    assert survey.finish() == 0, survey.output
+    images = check_whole(survey, "success", "stopped by the user")
+    assert paused_at + 5 <= images < 400
+
+
+def test_a_second_ctrl_c_while_paused_aborts_with_everything_kept(tmp_path):
+    survey = Survey(tmp_path, 400, "--realtime", "0.005")
+    survey.wait_for(lambda: survey.journaled_images() >= 5, "images journaled")
+    survey.process.send_signal(signal.SIGINT)
+    survey.wait_for(lambda: PROMPT in survey.output, "pause prompt")
+    survey.process.send_signal(signal.SIGINT)
+    assert survey.finish() == 2, survey.output
+    assert 5 <= check_whole(survey, "abort", "aborted by Ctrl-C while paused") < 400
 
 
 def test_a_killed_survey_is_closed_whole_on_restart_and_its_ground_not_rescanned(tmp_path):
