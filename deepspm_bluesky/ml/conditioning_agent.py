@@ -202,7 +202,9 @@ class ConditioningAgent:
         image = np.asarray(image)
         if image.ndim != 2:
             raise ValueError(f"expected one 2-D image, got shape {image.shape}")
-        q = self.q_from_features(self.features(self.frames(image)))[0]
+        with torch.inference_mode():  # faster than no_grad for a batch of one
+            frames = torch.from_numpy(self.frames(image)).unsqueeze(1)
+            q = self.network(frames)[0].double().numpy()
         if allowed is not None:
             q = np.where(self._mask(allowed), q, -np.inf)
         return q
