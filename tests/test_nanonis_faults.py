@@ -11,14 +11,20 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from deepspm_bluesky.devices import nanonis_stm
-from deepspm_bluesky.devices.labview import InstrumentError, MalformedReply
+from deepspm_bluesky.actions import load_actions
+from deepspm_bluesky.devices import (
+    InstrumentError,
+    InstrumentUnreachable,
+    MalformedReply,
+    OutcomeUnknown,
+    nanonis_stm,
+)
 from deepspm_bluesky.devices.nanonis import NanonisBackend
 from deepspm_bluesky.plans import autonomous_survey
 from deepspm_bluesky.servers.nanonis import HEADER, NanonisServer
 from deepspm_bluesky.sim import SimulatedMicroscope
 
-FAST = {"retry_delay_s": 0.01, "slack_s": 0.0, "approach_poll_s": 0.01}
+FAST = {"retry_delay_s": 0.01, "slack_s": 0.0, "approach_poll_s": 0.01, "outage_s": 2.0}
 HANG_UP = None
 
 
@@ -167,11 +173,12 @@ def test_a_frame_truncated_once_is_scanned_again(servers, connect):
 
 
 # -- given up on, with a clear error ------------------------------------------------------------
-def test_a_frame_always_truncated_ends_in_an_error_naming_the_scan(servers, connect):
+def test_a_frame_always_truncated_ends_after_the_outage_limit_naming_the_scan(servers, connect):
     server = servers(only_for("Scan.FrameDataGrab", lambda r: SendThenHangUp(r[:500])))
-    with pytest.raises(ConnectionError, match=r"scan of 64 px.*2 attempts.*Scan\.FrameDataGrab"
-                                              r".*truncated"):
-        connect(server, retries=1).scan(0, 0, 10e-9, 64)
+    with pytest.raises(InstrumentUnreachable, match=r"scan of 64 px.*unreachable for 0\.\d s.*"
+                                                    r"Scan\.FrameDataGrab.*truncated"):
+        connect(server, outage_s=0.2).scan(0, 0, 10e-9, 64)
+    assert server.commands_seen.count("Scan.Action") >= 2, "scanned again until the limit"
 
 
 def test_a_controller_that_is_always_late_ends_in_a_timeout_naming_the_operation(servers,
@@ -232,3 +239,61 @@ def test_a_partial_frame_mid_survey_stops_the_run_and_is_never_recorded(RE, docu
     images = primary_images(documents)
     assert len(images) == 2
     assert all(np.isfinite(image).all() for image in images)
+
+
+# -- acts: sent at most once ------------------------------------------------------------------
+TABLE = {a.name: a for a in load_actions()}
+ACTS = {  # acting command: (backend call, simulator method that does it)
+    "Bias.Pulse": (lambda b: b.condition(TABLE["pulse +4 V"], 1e-9, 0), "condition"),
+    "TipShaper.Start": (lambda b: b.condition(TABLE["dip -1.2 nm"], 1e-9, 0), "condition"),
+    "TipShaper.Start (clean)": (lambda b: b.tip_clean(0, 0), "tip_clean"),
+    "AutoApproach.OnOffSet": (lambda b: (b.withdraw(), b.approach()), "approach"),
+    "Motor.StartMove": (lambda b: b.move_area(), "move_area"),
+}
+
+
+def count_calls(microscope, method: str) -> list:
+    calls, original = [], getattr(microscope, method)
+
+    def counted(*args):
+        calls.append(args)
+        return original(*args)
+
+    setattr(microscope, method, counted)
+    return calls
+
+
+@pytest.mark.parametrize("case", list(ACTS))
+def test_an_acting_command_whose_connection_drops_after_it_is_received_is_never_sent_again(
+        servers, connect, case):
+    command = case.split(" ")[0]
+    server = servers(only_for(command, lambda reply: HANG_UP, times=1))
+    call, method = ACTS[case]
+    acted = count_calls(server.microscope, method)
+    backend = connect(server)
+    with pytest.raises(OutcomeUnknown, match="outcome unknown.*not sent again"):
+        call(backend)
+    assert server.commands_seen.count(command) == 1, "received exactly once"
+    assert len(acted) == 1, "the controller acted once, before the drop"
+    assert backend.scan_range_m() == 850e-9, "reconnected"
+    assert server.commands_seen.count(command) == 1
+
+
+def test_a_drop_before_the_acting_command_repeats_only_the_safe_commands(servers, connect):
+    server = servers(only_for("FolMe.XYPosSet", lambda reply: HANG_UP, times=1))
+    acted = count_calls(server.microscope, "condition")
+    connect(server).condition(TABLE["pulse +4 V"], 1e-9, 0)
+    assert server.commands_seen == ["FolMe.XYPosSet", "FolMe.XYPosSet", "Bias.Pulse"]
+    assert len(acted) == 1
+
+
+def test_the_device_finishes_a_pulse_of_unknown_outcome_and_says_so(servers):
+    server = servers(only_for("Bias.Pulse", lambda reply: HANG_UP, times=1))
+    stm = nanonis_stm(*server.address, **FAST)
+    try:
+        stm.conditioner.set("pulse +4 V").wait(timeout=10)
+        assert stm.conditioner.outcome.get() == "unknown"
+        assert stm.conditioner.last_action.get() == "pulse +4 V"
+    finally:
+        stm.destroy()
+    assert server.commands_seen.count("Bias.Pulse") == 1
