@@ -8,16 +8,18 @@ import struct
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
+from real_files import nanonis_stm_sxm
 
-from deepspm_bluesky.devices import nanonis_stm, simulated_stm
-from deepspm_bluesky.devices.labview import InstrumentError
+from deepspm_bluesky.devices import InstrumentError, nanonis_stm, simulated_stm
 from deepspm_bluesky.devices.nanonis import NanonisBackend
 from deepspm_bluesky.plans import autonomous_survey
-from deepspm_bluesky.servers.nanonis import HEADER, NanonisServer
+from deepspm_bluesky.servers.nanonis import HEADER, NanonisServer, pack_string
 from deepspm_bluesky.sim import SimulatedMicroscope
+from deepspm_bluesky.spmfiles import read_sxm
 
 SEED = 7
 FAST = {"retry_delay_s": 0.01, "slack_s": 0.0, "approach_poll_s": 0.01}
+SXM_DATA_MARKER = b"\x1a\x04"
 
 
 class RecordingMicroscope(SimulatedMicroscope):
@@ -266,3 +268,45 @@ def test_a_survey_over_nanonis_records_the_same_data_as_on_the_simulator(RE, doc
     assert [e["verdict"] for e in ours] == [e["verdict"] for e in theirs]
     assert_allclose(np.array([e["stm_image"] for e in ours]),
                     np.array([e["stm_image"] for e in theirs]), rtol=0, atol=1e-12)
+
+
+# -- row order, against a real Nanonis recording -----------------------------------------------
+class RecordedFrameServer(NanonisServer):
+    """A fake controller whose frames are a real recording, rows as the controller recorded
+    them (the order of the .sxm file), with the scan direction word it recorded them in."""
+
+    def __init__(self, recorded: np.ndarray, direction_word: int) -> None:
+        super().__init__(SimulatedMicroscope(seed=SEED))
+        self.recorded, self.direction_word = recorded, direction_word
+
+    def _frame_data_grab(self, channel: int, direction: int) -> bytes:
+        rows, cols = self.recorded.shape
+        return (pack_string("Z (m)") + struct.pack(">ii", rows, cols)
+                + self.recorded.astype(">f4").tobytes() + struct.pack(">I", self.direction_word))
+
+
+def recorded_current(path) -> np.ndarray:
+    """The forward Current frame of the real file, rows exactly as stored (read here, raw)."""
+    raw = path.read_bytes()
+    start = raw.index(SXM_DATA_MARKER, raw.index(b":SCANIT_END:")) + len(SXM_DATA_MARKER)
+    frames = np.frombuffer(raw, ">f4", 4 * 256 * 256, start).reshape(4, 256, 256)
+    return frames[2]  # Z forward, Z backward, Current forward (DATA_INFO order), ...
+
+
+@pytest.mark.parametrize(("word", "direction"), [(0, "down"), (1, "up")])
+def test_a_grabbed_frame_comes_out_in_the_row_order_of_the_sxm_reader(word, direction):
+    path = nanonis_stm_sxm()
+    recorded = recorded_current(path)
+    with RecordedFrameServer(recorded, word) as server:
+        backend = NanonisBackend(*server.address, **FAST)
+        image = backend.scan(0, 0, 4e-9, 256)
+        backend.close()
+    stored = read_sxm(path)
+    assert stored.scan_direction == "down"
+    if direction == "down":  # the file's own direction: the reader's image, pixel for pixel
+        assert_allclose(image, stored.image("Current"), rtol=0, atol=0)
+    else:
+        assert_allclose(image, recorded, rtol=0, atol=0)
+    assert_allclose(image[0 if direction == "down" else -1], recorded[-1], rtol=0, atol=0,
+                    err_msg="the last recorded line is row 0 (bottom) of a downward scan, the "
+                            "top row of an upward one")
