@@ -19,15 +19,15 @@ def catalog(tmp_path_factory):
     result = CliRunner().invoke(app, ["demo", "--images", "5", "--catalog", str(path),
                                       "--seed", "4"])
     assert result.exit_code == 0, result.output
-    return path
+    return path, open_catalog(path)[-1]["primary"].base["internal"].read()
 
 
 def test_export_labels_sorts_every_judged_image_by_its_p_good_into_a_training_folder(
         catalog, tmp_path):
-    result = CliRunner().invoke(app, ["export", "latest", "--catalog", str(catalog),
+    path, table = catalog
+    result = CliRunner().invoke(app, ["export", "latest", "--catalog", str(path),
                                       "--out", str(tmp_path), "--format", "labels"])
     assert result.exit_code == 0, result.output
-    table = open_catalog(catalog)[-1]["primary"].base["internal"].read()
     judged = np.isfinite(table["p_good"]) & table["check"].isin(["ok", ""])
     good = judged & (table["p_good"] >= GOOD_TIP_THRESHOLD)
     assert len(list((tmp_path / "good").glob("*.npy"))) == int(good.sum())
