@@ -2,7 +2,8 @@
 
 Run with ``python -m benchmarks bench_sim``. Each scan is a full `SimulatedMicroscope.scan`
 (ageing of the tip, topography through the tip, drift, noise, float32 conversion) at a new
-place in the approach area, as a survey takes them; one process, one thread. Every figure is
+place in the approach area, as a survey takes them; one process, one thread; then the same
+with a mix of imaging tip states on each surface family (`sim.families`). Every figure is
 measured here; only the goal is a constant.
 """
 
@@ -14,6 +15,7 @@ import time
 import numpy as np
 
 from deepspm_bluesky.sim import SimulatedMicroscope, Tip, random_tip
+from deepspm_bluesky.sim.families import FAMILIES
 
 from .timing import per_call_s, report
 
@@ -64,6 +66,9 @@ def main() -> None:
     rng.shuffle(mixed)
     report_rate("sim 64 px scan, mix of imaging tip states",
                 scanner(SimulatedMicroscope(seed=0), mixed))
+    for family in FAMILIES:
+        report_rate(f"sim 64 px scan, {family}, mix of imaging tip states",
+                    scanner(SimulatedMicroscope(seed=0, family=family), mixed))
     setup_s = per_call_s(lambda: SimulatedMicroscope(seed=2), repeat=5, warmup=1)
     print(f"sim new microscope (850 nm area, ~30k molecules): {setup_s * 1e3:.1f} ms")
 
