@@ -224,3 +224,12 @@ def test_the_fixed_action_baseline_falls_back_to_the_nearest_allowed_action():
     mask = ACTIONS.allowed(2.0)  # 2 nm free: dips up to 1.8 nm
     assert ACTIONS[agent.suggest(np.zeros((64, 64)), mask)].name == "dip -1.8 nm"
     assert agent.suggest(np.zeros((64, 64)), ACTIONS.allowed(10.0)) == agent.action
+
+
+def test_the_fast_inference_trunk_gives_the_networks_q_values(images):
+    agent = ConditioningAgent(settings=SMALL, trunk="classifier")
+    frames = torch.from_numpy(agent.frames(np.stack(images[:4]))).unsqueeze(1)
+    with torch.no_grad():
+        reference = agent.network(frames).double().numpy()
+    fast = np.stack([agent.q_values(image) for image in images[:4]])
+    np.testing.assert_allclose(fast, reference, rtol=1e-4, atol=1e-4)

@@ -32,7 +32,7 @@ from deepspm_bluesky.actions import ActionTable, load_actions
 from .agents import Transition, allowed_indices
 from .classifier import CheckpointError, TipClassifier
 from .preprocessing import preprocess
-from .qnetwork import QNetwork
+from .qnetwork import QNetwork, inference_trunk, pooled
 from .replay import ReplayBuffer
 
 CHECKPOINT_FORMAT = "deepspm_bluesky.ConditioningAgent"
@@ -159,6 +159,7 @@ class ConditioningAgent:
         self.transitions_seen = 0
         self.updates = 0
         self._pending: tuple[np.ndarray, int] | None = None  # last next-frame and its serial
+        self._fast_trunk: nn.Module | None = None  # inference copy of the frozen trunk
 
     def __repr__(self) -> str:
         return (f"ConditioningAgent({len(self.actions)} actions, dueling="
@@ -182,7 +183,16 @@ class ConditioningAgent:
     def features(self, frames: np.ndarray) -> torch.Tensor:
         """Trunk features (n, feature_size) of normalised frames."""
         with torch.no_grad():
-            return self.network.features(torch.from_numpy(frames).unsqueeze(1))
+            return self._features(torch.from_numpy(frames).unsqueeze(1))
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        """Features through the fast inference copy of a frozen trunk (the trunk itself when
+        it is trained)."""
+        if self.settings.train_trunk:
+            return self.network.features(images)
+        if self._fast_trunk is None:
+            self._fast_trunk = inference_trunk(self.network.trunk)
+        return pooled(self._fast_trunk(images.contiguous(memory_format=torch.channels_last)))
 
     def q_values(self, image: np.ndarray, allowed: np.ndarray | None = None) -> np.ndarray:
         """Q value of every action for one image (raw or normalised); masked ones -inf.
@@ -204,7 +214,7 @@ class ConditioningAgent:
             raise ValueError(f"expected one 2-D image, got shape {image.shape}")
         with torch.inference_mode():  # faster than no_grad for a batch of one
             frames = torch.from_numpy(self.frames(image)).unsqueeze(1)
-            q = self.network(frames)[0].double().numpy()
+            q = self.network.head(self._features(frames))[0].double().numpy()
         if allowed is not None:
             q = np.where(self._mask(allowed), q, -np.inf)
         return q
@@ -416,6 +426,7 @@ class ConditioningAgent:
         if list(checkpoint["actions"]) != self.actions.names:
             raise AgentCheckpointError(f"{path}: saved for the actions {checkpoint['actions']}, "
                                        f"this table has {self.actions.names}")
+        self._fast_trunk = None
         try:
             if tuple(checkpoint["channels"]) != self.network.channels:
                 self.network = QNetwork(len(self.actions), channels=tuple(checkpoint["channels"]),

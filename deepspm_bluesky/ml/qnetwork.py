@@ -12,6 +12,7 @@ import copy
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .networks import CompactNet
 
@@ -88,8 +89,29 @@ class QNetwork(nn.Module):
 
     def features(self, images: Tensor) -> Tensor:
         """Pooled trunk features (n, feature_size): average and max over the last map."""
-        maps = self.trunk(images)
-        return torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1)
+        return pooled(self.trunk(images))
 
     def forward(self, images: Tensor) -> Tensor:
         return self.head(self.features(images))
+
+
+def pooled(maps: Tensor) -> Tensor:
+    """Average and max over the last feature map, side by side: (n, 2 * channels)."""
+    return torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1)
+
+
+def inference_trunk(trunk: nn.Module) -> nn.Module:
+    """A copy of a frozen trunk for fast inference: every convolution followed by batch norm
+    folded into one convolution, weights in channels-last layout (about twice as fast for a
+    batch of one on a CPU; equal to the original to float rounding).
+
+    Feed it channels-last input (``x.contiguous(memory_format=torch.channels_last)``).
+    """
+    trunk = copy.deepcopy(trunk).eval()
+    for sequence in [m for m in trunk.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(sequence) - 1):
+            conv, norm = sequence[i], sequence[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                sequence[i] = fuse_conv_bn_eval(conv, norm)
+                sequence[i + 1] = nn.Identity()
+    return trunk.to(memory_format=torch.channels_last).requires_grad_(False)
