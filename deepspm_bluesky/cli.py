@@ -401,6 +401,9 @@ def train_agent(
     ] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch CPU threads of the learner.")] = 1,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    fixed_action: Annotated[
+        str | None, typer.Option(help="Fixed action to compare with (default: the best).")
+    ] = None,
 ) -> None:
     """Train the conditioning agent (double DQN) on the simulated STM; print a table
     against the random and best-fixed-action baselines on fixed evaluation seeds."""
@@ -418,7 +421,8 @@ def train_agent(
     training = AgentTrainingSettings(
         transitions=transitions, envs=envs, asynchronous=envs > 1, eval_every=eval_every,
         eval_episodes=eval_episodes, screen_episodes=screen_episodes, judge=judge,
-        threads=threads, seed=seed, time_limit_s=None if time_limit is None else 60 * time_limit)
+        threads=threads, seed=seed, time_limit_s=None if time_limit is None else 60 * time_limit,
+        fixed_action=fixed_action)
     result = train(agent, training, output=output, progress=progress, echo=typer.echo)
     typer.echo(result.table())
     typer.echo(f"policy in {output} (best evaluation at {result.best_transitions} transitions); "

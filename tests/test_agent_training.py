@@ -69,3 +69,22 @@ def test_the_final_table_names_every_policy_and_its_numbers():
     for name in ("agent (100 transitions)", "best fixed: pulse +2.5 V", "random"):
         assert name in table
     assert f"{stats.mean_actions:.2f}" in table
+
+
+def test_the_train_agent_command_writes_a_policy_and_prints_the_table(tmp_path):
+    from typer.testing import CliRunner
+
+    from deepspm_bluesky.cli import app
+
+    output = tmp_path / "agent.pt"
+    result = CliRunner().invoke(app, [
+        "train-agent", "--output", str(output), "--transitions", "40", "--envs", "1",
+        "--eval-every", "0", "--eval-episodes", "2", "--screen-episodes", "1",
+        "--learning-starts", "10", "--judge", "truth", "--no-progress",
+        "--fixed-action", "dip -1.0 nm"])
+    assert result.exit_code == 0, result.output
+    assert "best fixed: dip -1.0 nm" in result.output and "random" in result.output
+    agent = ConditioningAgent.load(output)
+    assert agent.metadata["evaluation"]["agent"]["episodes"] == 2
+    resumed = ConditioningAgent.load(tmp_path / "agent.state.pt")
+    assert resumed.transitions_seen == 40 and len(resumed.buffer) == 40

@@ -56,6 +56,8 @@ class AgentTrainingSettings:
         Seed of the environments.
     time_limit_s
         Stop collecting after this long (None: no limit).
+    fixed_action
+        Name of the fixed action to compare with (None: the best on screening episodes).
     """
 
     transitions: int = 30_000
@@ -68,6 +70,7 @@ class AgentTrainingSettings:
     threads: int = 1
     seed: int = 0
     time_limit_s: float | None = None
+    fixed_action: str | None = None
 
 
 @dataclass
@@ -138,7 +141,11 @@ def train_agent(agent: ConditioningAgent, settings: AgentTrainingSettings, *,
     screen = range(SCREEN_SEED, SCREEN_SEED + settings.screen_episodes)
     result = AgentTrainingResult(agent)
     pool = evaluation_pool(workers)
-    fixed_index, _ = best_fixed_action(screen, workers=workers, pool=pool, env_kwargs=env_kwargs)
+    if settings.fixed_action is not None:
+        fixed_index = agent.actions.index(settings.fixed_action)
+    else:
+        fixed_index, _ = best_fixed_action(screen, workers=workers, pool=pool,
+                                           env_kwargs=env_kwargs)
     result.fixed_name = agent.actions[fixed_index].name
     result.fixed = evaluate_policy(FixedActionAgent(fixed_index), eval_seeds, workers=workers,
                                    pool=pool, name=result.fixed_name, env_kwargs=env_kwargs)
