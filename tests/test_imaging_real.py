@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepspm_bluesky.imaging import fit_plane, flatten_plane
+from deepspm_bluesky.imaging import align_rows, fit_plane, flatten_plane
 
 NSFOPEN = Path(importlib.util.find_spec("NSFopen").origin).parent / "example"
 MAX_TILT_M = 20e-12  # dominant terrace, across the frame (issue 12)
@@ -84,3 +84,17 @@ def test_real_topographs_keep_their_dominant_level_flat_within_their_noise(name,
                                                                             max_tilt_m):
     flattened = flatten_plane(nid_topography(name))
     assert terrace_tilt_m(flattened, band_m) <= max_tilt_m
+
+
+def test_row_alignment_removes_line_offsets_around_features():
+    rng = np.random.default_rng(4)
+    features = np.zeros((64, 64))
+    features[20:30, 10:25] = 3e-10  # covers less than half of each line it touches
+    offsets = np.cumsum(rng.normal(0, 2e-11, 64))
+    aligned = align_rows(features + offsets[:, None])
+    np.testing.assert_allclose(aligned - aligned[0, 0], features, atol=1e-15)
+
+
+def test_row_alignment_keeps_the_first_line():
+    image = np.arange(12.0).reshape(3, 4) * 1e-11
+    np.testing.assert_allclose(align_rows(image)[0], image[0])

@@ -39,6 +39,7 @@ from .plane import (
     NORMALIZE_SCALE_M,
     PLANE_THRESHOLD_M,
     PlaneFit,
+    align_rows,
     fit_plane,
     flatten_plane,
     normalize,
@@ -48,7 +49,7 @@ __all__ = [
     "CONTACT_TOLERANCE_M", "CRASH_RANGE_M", "DEBRIS_RANGE_M", "FREE_TOLERANCE",
     "NORMALIZE_CLIP", "NORMALIZE_SCALE_M", "PLANE_THRESHOLD_M", "VERDICTS",
     "CheckResult", "FreeSquare", "ImageCheck", "PlaneFit", "ProcessedImage",
-    "allowed_actions", "check_contact", "check_crash", "check_debris", "check_image",
+    "align_rows", "allowed_actions", "check_contact", "check_crash", "check_debris", "check_image",
     "fit_plane", "flatten_plane", "free_square", "largest_free_square", "normalize",
     "process_image", "square_sizes",
 ]

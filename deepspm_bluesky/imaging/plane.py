@@ -336,3 +336,37 @@ def _normalize(image: np.ndarray) -> np.ndarray:
     scaled -= 1.0
     np.maximum(scaled, -NORMALIZE_CLIP, out=scaled)  # np.clip, minus its Python overhead
     return np.minimum(scaled, NORMALIZE_CLIP, out=scaled)
+
+
+def align_rows(image: np.ndarray) -> np.ndarray:
+    """Line-by-line correction: each scan line shifted so that its median difference from
+    the line before is zero (Gwyddion's "median of differences" row alignment).
+
+    Parameters
+    ----------
+    image
+        Heights in metres, 2-D, rows = scan lines.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, same shape; the first line keeps its heights.
+
+    Notes
+    -----
+    A separate, optional step before `flatten_plane` for images with line offsets (feedback
+    jumps, a tip change between lines): the offset of line i is the cumulative sum of the
+    medians of ``image[j] - image[j - 1]`` for j <= i, so features that cover less than half
+    of a line do not move it. It also removes any tilt along the slow axis, which
+    `flatten_plane` would remove anyway; not part of DeepSPM's pipeline, so not of
+    `process_image`.
+
+    References
+    ----------
+    Nečas & Klapetek, Cent. Eur. J. Phys. 10, 181 (2012), https://doi.org/10.2478/s11534-011-0096-2
+    (Gwyddion).
+    """
+    image = _validated(image)
+    steps = np.median(np.diff(image, axis=0), axis=1)
+    offsets = np.concatenate([[0.0], np.cumsum(steps)])
+    return image - offsets[:, None]
