@@ -361,9 +361,10 @@ class ConditioningAgent:
         path
             File to write (atomically: a crash leaves the old file).
         policy_only
-            Only what `suggest` needs (settings, actions, online network): a small file to
-            ship. By default everything to resume exactly: target network, optimiser,
-            replay buffer, counters and random state.
+            Only what `suggest` needs (settings, actions, online network, counters, so that
+            exploration goes on from its floor): a small file to ship. By default
+            everything to resume exactly: also target network, optimiser, replay buffer
+            and random state.
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -373,12 +374,12 @@ class ConditioningAgent:
             "channels": list(self.network.channels),
             "metadata": json.loads(json.dumps(self.metadata, default=str)),
             "network": self.network.state_dict(), "policy_only": policy_only,
+            "counters": {"transitions_seen": self.transitions_seen, "updates": self.updates},
         }
         if not policy_only:
             checkpoint.update(
                 target=self.target.state_dict(), optimizer=self.optimizer.state_dict(),
                 buffer=self.buffer.state_dict(), explore=self.explore,
-                counters={"transitions_seen": self.transitions_seen, "updates": self.updates},
                 rng=json.dumps(self.rng.bit_generator.state),
                 pending=None if self._pending is None else
                 {"frame": torch.from_numpy(self._pending[0].copy()), "id": self._pending[1]},
@@ -435,11 +436,12 @@ class ConditioningAgent:
                 self._rebuild_learning_parts()
             self.network.load_state_dict(checkpoint["network"])
             self.target.load_state_dict(checkpoint.get("target", checkpoint["network"]))
+            counters = checkpoint.get("counters", {})  # the epsilon schedule goes on from here
+            self.transitions_seen = int(counters.get("transitions_seen", 0))
+            self.updates = int(counters.get("updates", 0))
             if not checkpoint["policy_only"]:
                 self.optimizer.load_state_dict(checkpoint["optimizer"])
                 self.buffer = ReplayBuffer.from_state_dict(checkpoint["buffer"])
-                self.transitions_seen = int(checkpoint["counters"]["transitions_seen"])
-                self.updates = int(checkpoint["counters"]["updates"])
                 self.rng.bit_generator.state = json.loads(checkpoint["rng"])
                 self.explore = bool(checkpoint["explore"])
                 pending = checkpoint["pending"]
