@@ -7,8 +7,9 @@ features a frozen network trunk computed from them, so that learning never recom
 
 Each transition adds at most two frames (its own and its next), so a frame ring of twice the
 transition capacity never drops a frame a stored transition still needs. 15 000 transitions
-of 64 x 64 images take at most 15 000 x 2 x 8 KiB = 246 MB, and about half of that in
-practice (a frame ring is filled as it is used).
+of 64 x 64 images take at most 15 000 x 2 x 8 KiB = 246 MB (plus 23 MB of cached features);
+the operating system lends the pages only as the ring fills, and a checkpoint holds only the
+frames written.
 """
 
 from __future__ import annotations
