@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .sample import CLUSTER_SIGMA_M, Gaussians, Molecules, Sample, Steps, gaussian_image
+from .sample import CLUSTER_SIGMA_M, Bumps, Gaussians, Molecules, Sample, Steps
 
 DEFAULT_FAMILY = "ag100_mgpc"
 RESOLVED = 3.0  # a feature is drawn when its period (or 4 sigma) spans this many pixels
@@ -115,13 +115,19 @@ class Texture:
             out = self._hexagonal(gx, gy, pixel, blur_m, gain)
             if self.kind == "herringbone":
                 out = out + gain * self._herringbone(gx, gy, pixel, blur_m)
-        elif self.kind == "adatoms_7x7":
-            out = self._adatoms(gx, gy, pixel, blur_m, gain, bias_v)
         elif self.kind == "dimer_rows":
             out = self._dimer_rows(gx, gy, pixel, blur_m, gain, levels, step_height_m)
-        elif self.kind == "islands":
-            out = self._islands(gx, gy, pixel, blur_m, gain)
         return out
+
+    def bumps(self, gx: np.ndarray, gy: np.ndarray, *, blur_m: float, gain: float,
+              bias_v: float) -> Bumps | None:
+        """The texture's Gaussians (adatoms, molecules) on the grid, or None."""
+        pixel = _pixel(gx)
+        if self.kind == "adatoms_7x7":
+            return self._adatoms(gx, gy, pixel, blur_m, gain, bias_v)
+        if self.kind == "islands":
+            return self._islands(gx, gy, pixel, blur_m, gain)
+        return None
 
     def relief_m(self, gain: float) -> float:
         """An upper bound of the texture's max - min."""
@@ -166,7 +172,7 @@ class Texture:
         a = self.a_m  # 2.69 nm
         sigma = self.extra["adatom_sigma_m"]
         if pixel > 4 * np.hypot(sigma, blur_m) / RESOLVED:
-            return 0.0
+            return None
         vectors = _hex_vectors(a, self.angle)
         box = (gx[0], gx[-1], gy[0], gy[-1])
         reach = 4 * np.hypot(sigma, blur_m)
@@ -179,10 +185,10 @@ class Texture:
         near = ((xy[:, 0] > box[0] - reach) & (xy[:, 0] < box[1] + reach)
                 & (xy[:, 1] > box[2] - reach) & (xy[:, 1] < box[3] + reach))
         xy, heights = xy[near], heights[near]
-        sigmas = np.full(len(xy), sigma)
-        holes = gaussian_image(cells, np.full(len(cells), -self.extra["hole_m"]),
-                               np.full(len(cells), self.extra["hole_sigma_m"]), gx, gy, blur_m)
-        return gaussian_image(xy, heights, sigmas, gx, gy, blur_m) + holes
+        return (np.concatenate([xy, cells]),
+                np.concatenate([heights, np.full(len(cells), -self.extra["hole_m"])]),
+                np.concatenate([np.full(len(xy), sigma),
+                                np.full(len(cells), self.extra["hole_sigma_m"])]))
 
     def _dimer_rows(self, gx, gy, pixel, blur_m, gain, levels, step_height_m):
         """Rows of dimers (period 0.768 nm) turning by 90 degrees on every other terrace."""
@@ -214,8 +220,8 @@ class Texture:
         points = points[keep]
         if pixel > 4 * np.hypot(sigma, blur_m) / RESOLVED:  # unresolved: islands as plateaus
             sigma = max(sigma, 0.6 * a, pixel)
-        return gaussian_image(points, np.full(len(points), gain * self.corrugation_m),
-                              np.full(len(points), sigma), gx, gy, blur_m)
+        return (points, np.full(len(points), gain * self.corrugation_m),
+                np.full(len(points), sigma))
 
 
 def _seven_by_seven_basis(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -248,20 +254,21 @@ class FamilySample(Sample):
                 adsorbate_gain: float = 1.0, centre_gain: float = 1.0,
                 bias_v: float = 1.0) -> np.ndarray:
         """Topography at the grid (see `Sample.heights`), with the family's texture."""
-        out = super().heights(gx, gy, blur_m=blur_m, adsorbate_gain=adsorbate_gain,
-                              centre_gain=centre_gain, bias_v=bias_v)
-        levels = None
-        if self.texture.kind == "dimer_rows":
-            levels = self.steps.image(gx, gy, 0.0)
-        out = out + self.texture.heights(gx, gy, blur_m=blur_m, gain=adsorbate_gain,
-                                         bias_v=bias_v, levels=levels,
-                                         step_height_m=self.steps.height_m)
         reach = 4 * blur_m
         xy, height, sigma = self.adsorbates.bumps(gx[0] - reach, gx[-1] + reach,
                                                   gy[0] - reach, gy[-1] + reach)
-        if len(height):
-            out += gaussian_image(xy, adsorbate_gain * height, sigma, gx, gy, blur_m)
-        return out
+        extra = (xy, adsorbate_gain * height, sigma)
+        texture = self.texture.bumps(gx, gy, blur_m=blur_m, gain=adsorbate_gain, bias_v=bias_v)
+        if texture is not None:  # one matrix product for every Gaussian of the frame
+            extra = tuple(np.concatenate([a, b]) for a, b in zip(extra, texture, strict=True))
+        out = super().heights(gx, gy, blur_m=blur_m, adsorbate_gain=adsorbate_gain,
+                              centre_gain=centre_gain, bias_v=bias_v, extra_bumps=extra)
+        levels = None
+        if self.texture.kind == "dimer_rows":
+            levels = self.steps.image(gx, gy, 0.0)
+        return out + self.texture.heights(gx, gy, blur_m=blur_m, gain=adsorbate_gain,
+                                          bias_v=bias_v, levels=levels,
+                                          step_height_m=self.steps.height_m)
 
     def relief_bound_m(self, x0: float, x1: float, y0: float, y1: float, *,
                        adsorbate_gain: float = 1.0, centre_gain: float = 1.0,

@@ -280,7 +280,7 @@ class Sample:
 
     def heights(self, gx: np.ndarray, gy: np.ndarray, *, blur_m: float = 0.0,
                 adsorbate_gain: float = 1.0, centre_gain: float = 1.0,
-                bias_v: float = 1.0) -> np.ndarray:
+                bias_v: float = 1.0, extra_bumps: Bumps | None = None) -> np.ndarray:
         """Topography at the grid (gx, gy) in metres, without the piezo's tilt and noise.
 
         Parameters
@@ -297,6 +297,9 @@ class Sample:
         bias_v
             Imaging bias (the families of `sim.families` that image the two polarities
             differently use it; Ag(100)/MgPc's polarity is in `adsorbate_gain`).
+        extra_bumps
+            More Gaussians (xy, height, sigma), drawn in the same matrix product as the
+            molecules and debris (a subclass's adatoms or adsorbates).
         """
         out = self.steps.image(gx, gy, blur_m)
         out += self._lattice(gx, gy, blur_m)
@@ -305,6 +308,9 @@ class Sample:
         mxy, mh, ms = self.molecules.bumps(*box, pixel_m=pixel, blur_m=blur_m,
                                            centre_gain=centre_gain)
         dxy, dh, ds = self.debris.bumps(*box)
+        if extra_bumps is not None:
+            dxy, dh, ds = (np.concatenate([a, b]) for a, b in zip((dxy, dh, ds), extra_bumps,
+                                                                   strict=True))
         out += gaussian_image(np.concatenate([mxy, dxy]),
                               np.concatenate([adsorbate_gain * mh, dh]),
                               np.concatenate([ms, ds]), gx, gy, blur_m)
