@@ -386,8 +386,8 @@ class STM(Device):
 
             if isinstance(self.backend, SimulatedMicroscope):
                 info = {"backend": "sim", "seed": int(self.backend.seed)}
-        info.update(scan_range_nm=2 * self.scanner.half_range_nm,
-                    z_range_nm=float(self.zctrl.z_range_nm.get()))
+        info.update(scan_range_nm=_decimal(2 * self.scanner.half_range_nm),
+                    z_range_nm=_decimal(float(self.zctrl.z_range_nm.get())))
         return info
 
     def destroy(self) -> None:
@@ -419,6 +419,11 @@ def checked_image(image: np.ndarray, pixels: int) -> np.ndarray:
     if not np.all(np.isfinite(image)):
         raise ValueError(f"scan returned {np.count_nonzero(~np.isfinite(image))} non-finite pixels")
     return image.astype(np.float32, copy=False)
+
+
+def _decimal(value: float) -> float:
+    """A value converted between units, without its binary noise (999.9999999999999 -> 1000)."""
+    return float(f"{value:.12g}")
 
 
 def _require(ok: bool, message: str) -> None:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -401,3 +404,61 @@ def test_the_device_finishes_an_act_of_unknown_outcome_and_says_so_in_outcome(se
     assert (first, second) == ("unknown", "done")
     assert [r.split("(")[0] for r in server.requests].count(verb) == 2, "once per set"
     assert component.outcome.name not in read, "outcome is omitted from readings"
+
+
+# -- a CLI survey through an 8 s outage ------------------------------------------------------------
+CLI = str(Path(sys.executable).parent / "deepspm-bluesky")
+OUTAGE_S = 8.0
+
+
+def start_server(port: int, log_path: Path) -> subprocess.Popen:
+    """``deepspm-bluesky labview-server`` on `port`, logging every exchange to `log_path`."""
+    with open(log_path, "a") as log:
+        return subprocess.Popen([CLI, "labview-server", "--port", str(port), "--seed", "1",
+                                 "--verbose"], stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for_scans(log_path: Path, count: int, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while log_path.read_text().count("x 64 image") < count:
+        assert time.monotonic() < deadline, f"fewer than {count} scans served"
+        time.sleep(0.1)
+
+
+def test_a_cli_survey_of_150_images_waits_out_a_server_gone_for_8_s(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server_log, survey_err = tmp_path / "server.log", tmp_path / "survey.err"
+    servers = [start_server(port, server_log)]  # the survey waits for it to listen
+    catalog = tmp_path / "catalog"
+    with open(survey_err, "w") as err:
+        survey = subprocess.Popen(
+            [CLI, "survey", "--backend", "labview", "--port", str(port), "--images", "150",
+             "--catalog", str(catalog), "--outage-s", "120"],
+            stdout=subprocess.PIPE, stderr=err, text=True)
+    try:
+        wait_for_scans(server_log, 30)
+        servers[0].kill()  # the instrument PC goes away mid-survey ...
+        servers[0].wait()
+        time.sleep(OUTAGE_S)
+        servers.append(start_server(port, server_log))  # ... and comes back on the same port
+        out, _ = survey.communicate(timeout=300)
+    finally:
+        survey.kill()
+        for server in servers:
+            server.kill()
+            server.wait()
+    errors = survey_err.read_text()
+    assert survey.returncode == 0, errors[-3000:]
+    from deepspm_bluesky.data import open_catalog
+
+    run = open_catalog(str(catalog))[-1]
+    stop = run.metadata["stop"]
+    assert stop["exit_status"] == "success"
+    assert stop["num_events"]["primary"] == 150
+    back = [float(s) for s in re.findall(r"back after (\d+\.\d) s", errors)]
+    assert max(back) >= OUTAGE_S - 0.5, "the device reported the outage"
+    outages = run["outages"].read()
+    assert float(outages["outage_s"].max()) >= OUTAGE_S - 0.5, "the run recorded the outage"
+    assert all(str(cause) for cause in outages["cause"].values)
