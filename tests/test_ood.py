@@ -86,3 +86,10 @@ def test_a_corrupt_density_in_a_checkpoint_is_a_checkpoint_error(tmp_path):
     torch.save(checkpoint, path)
     with pytest.raises(CheckpointError, match="incomplete feature density"):
         TipClassifier.load(path)
+
+
+def test_predict_familiar_gives_what_predict_and_familiar_give_apart(shipped):
+    images = simulated_dataset(6, seed=23).images
+    p_good, familiar = shipped.predict_familiar(images, normalized=True)
+    assert_allclose(p_good, shipped.predict(images, normalized=True), rtol=1e-5, atol=1e-7)
+    assert np.array_equal(familiar, shipped.familiar(images, normalized=True))

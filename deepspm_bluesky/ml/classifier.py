@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .evaluation import GOOD_TIP_THRESHOLD
-from .networks import ARCHITECTURES, build_network
+from .networks import ARCHITECTURES, CompactNet, build_network
 from .ood import FeatureDensity, image_statistics, network_features
 from .preprocessing import INPUT_FRAME_NM, PIXELS, frame_side_nm, network_input, preprocess
 
@@ -188,6 +188,31 @@ class TipClassifier:
             low, high = INPUT_FRAME_NM[0] * (1 - 1e-9), INPUT_FRAME_NM[1] * (1 + 1e-9)
             ok &= (side >= low) & (side <= high)
         return ok
+
+    def predict_familiar(self, images: np.ndarray, *, normalized: bool | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """`predict` and `familiar` together, the trunk run once where the head reads the
+        pooled features (the compact network): what a survey needs per image.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            P(good) (n,) float64, and familiar (n,) bool.
+        """
+        if self.familiarity is None or not isinstance(self.network, CompactNet):
+            return (self.predict(images, normalized=normalized),
+                    self.familiar(images, normalized=normalized))
+        stack = preprocess(images, normalized=normalized, pixels=PIXELS)
+        self.network.eval()
+        device = next(self.network.parameters()).device
+        with torch.inference_mode():
+            batch = torch.from_numpy(stack).unsqueeze(1).to(device)
+            pooled = network_features(self.network, batch)  # = the head's input
+            logits = self.network.head(pooled).squeeze(1).double().cpu().numpy()
+            pooled = pooled.double().cpu().numpy()
+        features = np.concatenate([pooled, image_statistics(stack)], axis=1)
+        familiar = self.familiarity.distance(features) <= self.familiarity.threshold
+        return 1.0 / (1.0 + np.exp(-logits)), familiar
 
     def familiar_frame(self, image: np.ndarray, *, pixel_nm: float) -> bool:
         """`familiar` for one raw frame of any size, brought in by `network_input`."""
