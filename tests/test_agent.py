@@ -206,7 +206,7 @@ def test_a_foreign_or_mismatched_checkpoint_is_refused(tmp_path):
         ConditioningAgent.load(tmp_path / "missing.pt")
 
 
-def test_the_shipped_agent_loads_greedy_and_suggests_within_5_ms(images):
+def test_the_shipped_agent_loads_greedy_and_suggests_an_allowed_action(images):
     import time
 
     agent = ConditioningAgent.pretrained()
@@ -216,7 +216,7 @@ def test_the_shipped_agent_loads_greedy_and_suggests_within_5_ms(images):
     started = time.perf_counter()
     for image in images:
         assert mask[agent.suggest(image, mask)]
-    assert (time.perf_counter() - started) / len(images) < 0.05  # loose: shared CI cores
+    assert (time.perf_counter() - started) / len(images) < 0.05  # loose: bench_agent times it
 
 
 def test_the_fixed_action_baseline_falls_back_to_the_nearest_allowed_action():
