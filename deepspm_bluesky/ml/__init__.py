@@ -13,6 +13,8 @@ from .conditioning_agent import AgentCheckpointError, AgentSettings, Conditionin
 from .data import LabelledImages, load_folder, simulated_dataset
 from .evaluation import Evaluation, evaluate_scores, roc_auc, save_roc_plot
 from .networks import ARCHITECTURES, CompactNet, DeepSPMNet
+from .ood import FeatureDensity
+from .preprocessing import network_input
 from .registration import ENV_ID, register_envs
 from .training import TrainingResult, TrainingSettings, train_classifier
 
@@ -33,11 +35,13 @@ __all__ = [
     "CompactNet",
     "DeepSPMNet",
     "Evaluation",
+    "FeatureDensity",
     "LabelledImages",
     "TipClassifier",
     "TrainingResult",
     "TrainingSettings",
     "evaluate_scores",
+    "network_input",
     "load_folder",
     "roc_auc",
     "save_roc_plot",
