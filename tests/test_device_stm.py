@@ -241,3 +241,30 @@ def test_a_realtime_simulated_stm_paces_its_scans_on_the_injected_clock():
     device.trigger().wait(timeout=10)
     assert slept == [pytest.approx(2 * 64 * 10e-9 / 80e-9)]
     device.destroy()
+
+
+@pytest.mark.parametrize(("component", "request_"), [
+    ("conditioner", "pulse +4 V"), ("zctrl", "clean"), ("zctrl", "approach"), ("coarse", "y+"),
+])
+def test_an_act_that_completes_reports_outcome_done_and_its_signal_is_omitted(recorded,
+                                                                              component,
+                                                                              request_):
+    device = getattr(recorded, component)
+    device.outcome.put("unknown")
+    device.set(request_).wait(timeout=10)
+    assert device.outcome.get() == "done"
+    assert device.outcome.kind.name == "omitted"
+    assert device.outcome.name not in recorded.read()
+
+
+def test_a_put_of_the_value_a_setting_already_holds_is_not_forwarded(recorded):
+    recorded.bias.put(recorded.bias.get())
+    recorded.current.put(recorded.current.get())
+    assert recorded.backend.calls == []
+    recorded.bias.put(0.5)
+    assert recorded.backend.calls == [("set_bias", 0.5)]
+
+
+def test_the_instrument_metadata_of_a_simulated_stm_names_it_and_its_ranges(stm):
+    assert stm.instrument_metadata() == {"backend": "sim", "seed": 7, "scan_range_nm": 850.0,
+                                         "z_range_nm": 1000.0}
