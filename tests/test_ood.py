@@ -93,3 +93,10 @@ def test_predict_familiar_gives_what_predict_and_familiar_give_apart(shipped):
     p_good, familiar = shipped.predict_familiar(images, normalized=True)
     assert_allclose(p_good, shipped.predict(images, normalized=True), rtol=1e-5, atol=1e-7)
     assert np.array_equal(familiar, shipped.familiar(images, normalized=True))
+
+
+def test_the_fingerprint_names_the_weights_not_the_object(shipped, tmp_path):
+    again = TipClassifier.load(shipped.save(tmp_path / "copy.pt"))
+    assert again.fingerprint() == shipped.fingerprint()
+    assert len(shipped.fingerprint()) == 16
+    assert TipClassifier().fingerprint() != shipped.fingerprint()

@@ -4,6 +4,7 @@ preprocessing; saving and loading checkpoints (weights load with ``weights_only=
 
 from __future__ import annotations
 
+import hashlib
 import json
 from importlib import resources
 from pathlib import Path
@@ -219,6 +220,15 @@ class TipClassifier:
         data = network_input(image, pixel_nm=pixel_nm)
         return bool(self.familiar(data, normalized=True,
                                   frame_nm=frame_side_nm(image, pixel_nm))[0])
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex, first 16 digits) of the network's weights: which weights judged a
+        run, whatever file they came from (a run can record it with the source name)."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.network.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     # -- checkpoints -------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
