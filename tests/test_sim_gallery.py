@@ -35,3 +35,12 @@ def test_the_simulator_imports_neither_bluesky_nor_ophyd_nor_matplotlib():
             "& {'bluesky', 'ophyd', 'matplotlib', 'torch'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_gallery_shows_every_family_with_every_imaging_tip_state():
+    from deepspm_bluesky.sim import FAMILIES
+    from deepspm_bluesky.sim.gallery import IMAGING_STATES, family_images
+
+    images = family_images(seed=0, pixels=16)
+    assert set(images) == {(f, s) for f in FAMILIES for s in IMAGING_STATES}
+    assert all(np.ptp(image) > 0 for image in images.values())
