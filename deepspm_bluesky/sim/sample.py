@@ -234,10 +234,13 @@ class Steps:
         near, level = self.near(gx[0], gx[-1], gy[0], gy[-1], blur_m)
         out = np.full((gy.size, gx.size), level)
         X, Y = gx[None, :], gy[:, None]
+        axes = {}  # across and along the edge, once per direction (a staircase shares one)
         for i in np.flatnonzero(near):
             (nx, ny), a, k = self.normals[i], self.meander_m[i], self.wavenumber[i]
-            d = nx * X + ny * Y - self.offsets_m[i] - a * np.sin(k * (nx * Y - ny * X)
-                                                                 + self.phase[i])
+            if (nx, ny) not in axes:
+                axes[nx, ny] = (nx * X + ny * Y, nx * Y - ny * X)
+            across, along = axes[nx, ny]
+            d = across - self.offsets_m[i] - a * np.sin(k * along + self.phase[i])
             out += (self.signs[i] * self.height_m / 2) * np.tanh(d / width)
         return out
 
