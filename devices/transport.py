@@ -262,6 +262,8 @@ class Link:
         self._sleep, self._clock, self._monotonic = sleep, clock, monotonic
         self._lock = threading.RLock()  # one request on the wire at a time, whatever the thread
         self._outages: list[Outage] = []
+        self._outages_lock = threading.Lock()  # taken without waiting for a request to end
+        self._closing = threading.Event()  # ends an outage wait at once
         self._sent = False
 
     @property
@@ -269,12 +271,17 @@ class Link:
         return self.connection.address
 
     def close(self) -> None:
-        with self._lock:
-            self.connection.close()
+        """Close the connection (a request waiting out an outage gives up first)."""
+        self._closing.set()
+        try:
+            with self._lock:
+                self.connection.close()
+        finally:
+            self._closing.clear()
 
     def take_outages(self) -> list[Outage]:
         """The outages that ended since the last call (oldest first), forgotten here."""
-        with self._lock:
+        with self._outages_lock:
             taken, self._outages = self._outages, []
         return taken
 
@@ -342,9 +349,10 @@ class Link:
     def _wait_or_give_up(self, label: str, outage: _Outage, exc: BaseException) -> None:
         """Sleep before the next attempt, or raise once the outage has lasted too long."""
         waited_s = self._monotonic() - outage.monotonic_start
-        if waited_s >= self.outage_s:
-            self._outages.append(Outage(outage.start, self._clock(),
-                                        f"{outage.cause} (gave up after {waited_s:.1f} s)"))
+        if waited_s >= self.outage_s or self._closing.is_set():
+            reason = "closed while waiting" if self._closing.is_set() else "gave up"
+            self._record(Outage(outage.start, self._clock(),
+                                f"{outage.cause} ({reason} after {waited_s:.1f} s)"))
             raise InstrumentUnreachable(
                 f"{label}: the instrument at {self.address} was unreachable for {waited_s:.1f} s"
                 f" ({outage.attempts} attempts; outage limit {self.outage_s:g} s); last error: "
@@ -367,10 +375,14 @@ class Link:
                 self._recovered(outage, label)
                 return
 
+    def _record(self, outage: Outage) -> None:
+        with self._outages_lock:
+            self._outages.append(outage)
+
     def _recovered(self, outage: _Outage | None, label: str) -> None:
         if outage is None:
             return
         end = self._clock()
-        self._outages.append(Outage(outage.start, end, outage.cause))
+        self._record(Outage(outage.start, end, outage.cause))
         log.warning("%s: %s back after %.1f s (%d failed attempts)", label, self.address,
                     end - outage.start, outage.attempts)

@@ -166,3 +166,27 @@ def test_a_malformed_reply_is_never_retried_and_the_stream_is_dropped():
 def test_negative_limits_are_refused():
     with pytest.raises(ValueError, match=r"outage_s \(-1\)"):
         Link("127.0.0.1", 1, outage_s=-1)
+
+
+def test_closing_the_link_ends_an_outage_wait_and_outages_can_be_taken_meanwhile():
+    link = Link("127.0.0.1", closed_port(), outage_s=600.0, retry_delay_s=0.05,
+                max_retry_delay_s=0.1)
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            ask(link, b"getparam(Range)")
+        except BaseException as exc:  # reported below, on the test's thread
+            errors.append(exc)
+
+    waiting = threading.Thread(target=read)
+    waiting.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    assert link.take_outages() == [], "not blocked by the request waiting out its outage"
+    link.close()
+    waiting.join(timeout=5)
+    assert not waiting.is_alive() and time.monotonic() - started < 2.0
+    (error,) = errors
+    assert isinstance(error, InstrumentUnreachable)
+    assert "closed while waiting" in link.take_outages()[0].cause
