@@ -13,8 +13,21 @@ forward then backward for a channel recorded ``both`` ways, each frame ``lines``
 rows are flipped here) and a backward line runs from right to left (its columns are flipped).
 Lines never recorded (an aborted scan) are NaN.
 
-Checked against a real file (see ``tests/test_spmfiles.py``): the Nanonis STM example shipped
-by ``pynxtools-spm`` (256 x 256 px, 4 nm, constant height at -50 mV / 25 pA).
+Checked against a real file, the Nanonis STM example shipped by ``pynxtools-spm`` 0.4.1
+(256 x 256 px, 4 nm, a ``down`` scan at constant height, -50 mV / 25 pA;
+``tests/test_spmfiles.py``):
+
+- Z is signal slot 14 (its ``DATA_INFO`` row), as the Nanonis backend assumes, and its block
+  comes first: every pixel equals the header's ``Z-Controller>Z (m)`` (-6.07579 nm; the
+  controller was off), so the data are in metres, uncalibrated by us.
+- Backward lines are stored right to left: turned, they correlate with the forward lines at
+  0.986 (0.80 unturned) in the Current channel.
+- Lines are stored in the order recorded: the last stored line's mean current (-28.6 pA) is
+  nearer the current read when the file was saved (-29.0 pA) than the first line's (-26.5 pA).
+  This agrees with the format description below, but a single file cannot prove it.
+- The Nanonis backend grabs frames whose rows a fake controller serves in that stored order
+  with the direction word of the file, and returns exactly this reader's image
+  (``tests/test_nanonis.py``).
 
 References
 ----------

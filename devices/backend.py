@@ -20,7 +20,14 @@ SCAN_TIMEOUT_MARGIN_S = 120.0  # ... plus this (settling, drift waits, the serve
 
 @runtime_checkable
 class Backend(Protocol):
-    """What the `STM` device needs from an instrument."""
+    """What the `STM` device needs from an instrument.
+
+    Network backends never repeat an act (`condition`, `tip_clean`, `approach`,
+    `move_area`): when its reply is lost after sending, they raise
+    `deepspm_bluesky.devices.OutcomeUnknown`, which the device reports as an ``outcome`` of
+    ``"unknown"``. They may also offer ``take_outages()`` (the connection outages since the
+    last call) and the optional protocols below.
+    """
 
     def scan(self, x_m: float, y_m: float, size_m: float, pixels: int) -> np.ndarray:
         """Scan a square frame; return a (pixels, pixels) array of heights in metres."""
