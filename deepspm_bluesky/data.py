@@ -143,13 +143,17 @@ class TimedTiledWriter(TiledWriter):
 
     def _flush_when_due(self) -> None:
         while not self._closed.wait(min(0.25, self.max_wait_s / 4)):
-            since = self._pending_since
-            if since is not None and time.monotonic() - since >= self.max_wait_s:
+            with self._lock:
+                since = self._pending_since
+                if self._closed.is_set() or since is None \
+                        or time.monotonic() - since < self.max_wait_s:
+                    continue
                 try:
                     self.flush()
                 except Exception:  # the next document or the stop retries; never kill the run
                     logging.getLogger(__name__).exception("timed Tiled flush failed")
 
     def close(self) -> None:
-        """Stop the flushing thread (pending events are written by the run's stop)."""
-        self._closed.set()
+        """Stop the flushing thread, after a flush in progress (the run's stop writes the rest)."""
+        with self._lock:
+            self._closed.set()
