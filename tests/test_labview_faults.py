@@ -418,10 +418,13 @@ def start_server(port: int, log_path: Path) -> subprocess.Popen:
                                  "--verbose"], stdout=log, stderr=subprocess.STDOUT)
 
 
-def wait_for_scans(log_path: Path, count: int, timeout_s: float = 120.0) -> None:
+def wait_for_scans(log_path: Path, count: int, survey: subprocess.Popen, errors: Path,
+                   timeout_s: float = 120.0) -> None:
+    """Until the server has served `count` scans; fail with the survey's errors if it ended."""
     deadline = time.monotonic() + timeout_s
     while log_path.read_text().count("x 64 image") < count:
-        assert time.monotonic() < deadline, f"fewer than {count} scans served"
+        assert survey.poll() is None, f"the survey ended early: {errors.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"fewer than {count} scans served in {timeout_s} s"
         time.sleep(0.1)
 
 
@@ -438,7 +441,7 @@ def test_a_cli_survey_of_150_images_waits_out_a_server_gone_for_8_s(tmp_path):
              "--catalog", str(catalog), "--outage-s", "120"],
             stdout=subprocess.PIPE, stderr=err, text=True)
     try:
-        wait_for_scans(server_log, 30)
+        wait_for_scans(server_log, 30, survey, survey_err)
         servers[0].kill()  # the instrument PC goes away mid-survey ...
         servers[0].wait()
         time.sleep(OUTAGE_S)
