@@ -106,3 +106,24 @@ def test_a_random_family_draws_several_families_over_approach_areas():
 def test_an_unknown_family_is_a_value_error_naming_the_known_ones():
     with pytest.raises(ValueError, match="unknown surface family 'mica'.*graphite"):
         SimulatedMicroscope(family="mica")
+
+
+@pytest.mark.parametrize("blur_m", [0.0, 0.3e-9, 1e-9])
+def test_a_periodic_sum_of_gaussians_equals_its_fourier_series(blur_m):
+    from deepspm_bluesky.sim.families import (
+        _hex_vectors,
+        _lattice_points,
+        _periodic_gaussians,
+    )
+    from deepspm_bluesky.sim.sample import gaussian_image
+
+    vectors = _hex_vectors(2.69e-9, 0.3)
+    basis = np.array([[0.3e-9, 0.2e-9], [1.0e-9, 0.5e-9]])
+    heights, sigmas = np.array([80e-12, -100e-12]), np.array([0.22e-9, 0.35e-9])
+    grid = np.linspace(-5e-9, 5e-9, 64)
+    cells = _lattice_points(vectors, (grid[0], grid[-1], grid[0], grid[-1]), 6e-9)
+    explicit = gaussian_image((cells[:, None, :] + basis[None]).reshape(-1, 2),
+                              np.tile(heights, len(cells)), np.tile(sigmas, len(cells)),
+                              grid, grid, blur_m)
+    series = _periodic_gaussians(grid, grid, vectors, basis, heights, sigmas, blur_m)
+    np.testing.assert_allclose(series, explicit, atol=5e-13)  # 0.5 pm of truncation

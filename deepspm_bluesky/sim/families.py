@@ -27,14 +27,24 @@ https://doi.org/10.1103/PhysRevLett.65.3325.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .sample import CLUSTER_SIGMA_M, Bumps, Gaussians, Molecules, Sample, Steps
+from .sample import (
+    CLUSTER_SIGMA_M,
+    Bumps,
+    Gaussians,
+    Molecules,
+    Sample,
+    Steps,
+    summed_outer,
+)
 
 DEFAULT_FAMILY = "ag100_mgpc"
 RESOLVED = 3.0  # a feature is drawn when its period (or 4 sigma) spans this many pixels
+FOURIER_CUTOFF = 3.5  # periodic Gaussians: terms up to |G| sqrt(var) = 3.5 (exp(-6.1) left)
 # Atomic corrugation is imaged through the apex atom's orbital, not the tip's whole radius:
 # a lattice of wave number k is damped by exp(-(k * ATOMIC_BLUR * blur)^2 / 2), so a good
 # tip (blur 0.05-0.2 nm) resolves graphite's atoms and a blunt one (> 0.35 nm) does not.
@@ -117,14 +127,14 @@ class Texture:
                 out = out + gain * self._herringbone(gx, gy, pixel, blur_m)
         elif self.kind == "dimer_rows":
             out = self._dimer_rows(gx, gy, pixel, blur_m, gain, levels, step_height_m)
+        elif self.kind == "adatoms_7x7":
+            out = self._adatoms(gx, gy, pixel, blur_m, gain, bias_v)
         return out
 
     def bumps(self, gx: np.ndarray, gy: np.ndarray, *, blur_m: float, gain: float,
               bias_v: float) -> Bumps | None:
         """The texture's Gaussians (adatoms, molecules) on the grid, or None."""
         pixel = _pixel(gx)
-        if self.kind == "adatoms_7x7":
-            return self._adatoms(gx, gy, pixel, blur_m, gain, bias_v)
         if self.kind == "islands":
             return self._islands(gx, gy, pixel, blur_m, gain)
         return None
@@ -167,28 +177,20 @@ class Texture:
         return self.extra["ridge_m"] * width / np.sqrt(sigma2) * out
 
     def _adatoms(self, gx, gy, pixel, blur_m, gain, bias_v):
-        """Si(111)-7x7: 12 adatoms per cell, faulted half brighter in filled states,
-        corner holes as depressions."""
-        a = self.a_m  # 2.69 nm
+        """Si(111)-7x7: 12 adatoms per cell, faulted half brighter in filled states, corner
+        holes as depressions; drawn as the Fourier series of the periodic sum of their
+        Gaussians (one small complex matrix product, whatever the frame holds)."""
         sigma = self.extra["adatom_sigma_m"]
         if pixel > 4 * np.hypot(sigma, blur_m) / RESOLVED:
-            return None
-        vectors = _hex_vectors(a, self.angle)
-        box = (gx[0], gx[-1], gy[0], gy[-1])
-        reach = 4 * np.hypot(sigma, blur_m)
-        cells = _lattice_points(vectors, box, a + reach) + self.phase @ vectors
+            return 0.0
+        vectors = _hex_vectors(self.a_m, self.angle)
         basis, faulted = _seven_by_seven_basis(vectors)
-        xy = (cells[:, None, :] + basis[None]).reshape(-1, 2)
+        basis = np.concatenate([basis, np.zeros((1, 2))]) + self.phase @ vectors
         faulted_gain = 1.25 if bias_v < 0 else 1.05
-        heights = np.tile(self.corrugation_m * gain * np.where(faulted, faulted_gain, 1.0),
-                          len(cells))
-        near = ((xy[:, 0] > box[0] - reach) & (xy[:, 0] < box[1] + reach)
-                & (xy[:, 1] > box[2] - reach) & (xy[:, 1] < box[3] + reach))
-        xy, heights = xy[near], heights[near]
-        return (np.concatenate([xy, cells]),
-                np.concatenate([heights, np.full(len(cells), -self.extra["hole_m"])]),
-                np.concatenate([np.full(len(xy), sigma),
-                                np.full(len(cells), self.extra["hole_sigma_m"])]))
+        heights = np.append(self.corrugation_m * gain * np.where(faulted, faulted_gain, 1.0),
+                            -self.extra["hole_m"])
+        sigmas = np.append(np.full(len(faulted), sigma), self.extra["hole_sigma_m"])
+        return _periodic_gaussians(gx, gy, vectors, basis, heights, sigmas, blur_m)
 
     def _dimer_rows(self, gx, gy, pixel, blur_m, gain, levels, step_height_m):
         """Rows of dimers (period 0.768 nm) turning by 90 degrees on every other terrace."""
@@ -234,6 +236,53 @@ def _seven_by_seven_basis(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ij = np.array([(1, 1), (3, 1), (5, 1), (1, 3), (3, 3), (1, 5)]) / 7
     frac = np.concatenate([ij, 1 - ij])
     return frac @ vectors, np.repeat([True, False], 6)
+
+
+def _periodic_gaussians(gx: np.ndarray, gy: np.ndarray, vectors: np.ndarray,
+                        basis: np.ndarray, heights: np.ndarray, sigmas: np.ndarray,
+                        blur_m: float) -> np.ndarray:
+    """A lattice (primitive `vectors`) of Gaussians at `basis` (peak `heights`, widths
+    `sigmas`, seen through a tip of radius `blur_m` as `sample.gaussian_image` draws them),
+    summed as its Fourier series, terms up to |G| sqrt(sigma^2 + blur^2) = 3.5.
+
+    Each Gaussian h exp(-r^2 / 2 v) contributes (2 pi v h / A) exp(-|G|^2 v / 2) exp(-i G r_j)
+    to the coefficient of the reciprocal vector G (A: the cell's area); the image is
+    Re sum_G c_G exp(i G_x x) exp(i G_y y), one complex product of (terms, rows) and
+    (terms, columns) factors.
+    """
+    g, coefficients = _fourier_coefficients(*(tuple(np.ravel(a).tolist()) for a in (
+        vectors, basis, heights, sigmas)), blur_m)
+    ey = np.exp(1j * np.outer(g[:, 1], gy)) * coefficients[:, None]
+    ex = np.exp(1j * np.outer(g[:, 0], gx))
+    # Re(ey^T ex) as one real product, in blocks that keep OpenBLAS on one thread
+    return summed_outer(np.concatenate([ey.real, -ey.imag]), np.concatenate([ex.real, ex.imag]))
+
+
+@functools.lru_cache(maxsize=64)
+def _fourier_coefficients(vectors: tuple, basis: tuple, heights: tuple, sigmas: tuple,
+                          blur_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Reciprocal vectors G (m, 2) and coefficients c_G (m,) of `_periodic_gaussians`
+    (cached: a tip images many frames of one area with the same blur and contrast)."""
+    vectors, basis = np.reshape(vectors, (2, 2)), np.reshape(basis, (-1, 2))
+    heights, sigmas = np.asarray(heights), np.asarray(sigmas)
+    var = sigmas**2 + blur_m**2
+    peak = heights * sigmas / np.sqrt(var)
+    area = abs(np.linalg.det(vectors))
+    reciprocal = 2 * np.pi * np.linalg.inv(vectors).T  # rows b_i with a_i . b_j = 2 pi d_ij
+    g_max = FOURIER_CUTOFF / np.sqrt(var.min())
+    n = int(np.ceil(g_max / np.linalg.norm(reciprocal, axis=1).min())) + 1
+    i, j = np.meshgrid(np.arange(-n, n + 1), np.arange(-n, n + 1), indexing="ij")
+    half = (i > 0) | ((i == 0) & (j >= 0))  # G and -G give conjugate terms: keep one, twice
+    g = np.stack([i[half], j[half]], 1) @ reciprocal
+    keep = np.hypot(g[:, 0], g[:, 1]) <= g_max
+    g, weight = g[keep], np.where((i[half] == 0) & (j[half] == 0), 1.0, 2.0)[keep]
+    g2 = (g * g).sum(axis=1)
+    coefficients = weight * ((2 * np.pi / area) * (peak * var)[None, :]
+                             * np.exp(-0.5 * g2[:, None] * var[None, :])
+                             * np.exp(-1j * (g @ basis.T))).sum(axis=1)
+    for array in (g, coefficients):
+        array.setflags(write=False)
+    return g, coefficients
 
 
 def _island_field(points: np.ndarray, kvecs: np.ndarray, phases: np.ndarray) -> np.ndarray:

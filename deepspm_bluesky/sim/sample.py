@@ -73,10 +73,10 @@ def gaussian_image(xy: np.ndarray, height: np.ndarray, sigma: np.ndarray, gx: np
     z *= (-0.5 / var)[:, None]
     np.maximum(z, -40.0, out=z)  # far tails ~1e-18, never denormal (slow) floats
     np.exp(z, out=z)
-    return _summed_outer(z[:, nx:] * (height * sigma / np.sqrt(var))[:, None], z[:, :nx])
+    return summed_outer(z[:, nx:] * (height * sigma / np.sqrt(var))[:, None], z[:, :nx])
 
 
-def _summed_outer(ey: np.ndarray, ex: np.ndarray) -> np.ndarray:
+def summed_outer(ey: np.ndarray, ex: np.ndarray) -> np.ndarray:
     """ey.T @ ex in blocks small enough for OpenBLAS to stay on one thread.
 
     A threaded GEMM of this shape is 100x slower on a busy machine (threads spin for cores
