@@ -66,8 +66,9 @@ ACTING_COMMANDS = ("Bias_Pulse", "TipShaper_Start", "AutoApproach_OnOffSet", "Mo
 SLACK_S = 2.0  # the socket waits this much longer than the controller-side timeouts
 Z_CHANNEL = 14  # signal slot of Z in the scan buffer (so in a real .sxm: tests/test_spmfiles.py)
 DIRECTION_Y_PLUS = 2
-SCAN_START, SCAN_STOP, SCAN_UP = 0, 1, 1
-SCAN_DIRECTIONS = {1: "up", 0: "down"}  # the scan direction word of Scan.FrameDataGrab
+SCAN_START, SCAN_STOP = 0, 1
+SCAN_DIRECTIONS = {1: "up", 0: "down"}  # direction words of Scan.Action and Scan.FrameDataGrab
+SCAN_WORDS = {name: word for word, name in SCAN_DIRECTIONS.items()}
 FORWARD = 1
 ON, OFF = 1, 0
 HOLD_Z, ABSOLUTE = 1, 2
@@ -134,6 +135,9 @@ class NanonisBackend:
     scan_margin_s
         Time a scan may take beyond twice its duration at the tip speed (settling, drift
         waits): the scan timeout is ``2 * lines * 2 * size / speed + scan_margin_s``.
+    scan_direction
+        ``"up"`` or ``"down"``: the direction the lines advance (the image comes out in our row
+        order either way, oriented by the direction word of the grabbed frame).
     connect_timeout_s
         Limit on opening a connection.
     """
@@ -143,7 +147,7 @@ class NanonisBackend:
                  retries: int = 3, retry_delay_s: float = RETRY_DELAY_S,
                  coarse_steps: int = 200, clean_dip_m: float = -10e-9,
                  approach_poll_s: float = 0.5, slack_s: float = SLACK_S,
-                 scan_margin_s: float = SCAN_TIMEOUT_MARGIN_S,
+                 scan_margin_s: float = SCAN_TIMEOUT_MARGIN_S, scan_direction: str = "up",
                  connect_timeout_s: float = 5.0) -> None:
         unknown = set(timeouts_s or {}) - set(TIMEOUT_KINDS)
         if unknown:
@@ -156,6 +160,9 @@ class NanonisBackend:
         self.z_channel, self.coarse_steps, self.clean_dip_m = z_channel, coarse_steps, clean_dip_m
         self.approach_poll_s, self.slack_s = approach_poll_s, slack_s
         self.scan_margin_s = scan_margin_s
+        if scan_direction not in SCAN_WORDS:
+            raise ValueError(f"scan_direction must be 'up' or 'down', got {scan_direction!r}")
+        self._scan_word = SCAN_WORDS[scan_direction]
         self.link = Link(host, port, outage_s=outage_s, retries=retries,
                          retry_delay_s=retry_delay_s, connect_timeout_s=connect_timeout_s)
         self.connection = self.link.connection
@@ -212,10 +219,10 @@ class NanonisBackend:
         def work(timeout_s: float) -> np.ndarray:
             self._set_pixels(pixels)
             self._call("Scan_FrameSet", x_m, y_m, size_m, size_m, 0.0)
-            self._call("Scan_Action", SCAN_START, SCAN_UP)
+            self._call("Scan_Action", SCAN_START, self._scan_word)
             timed_out = self._call("Scan_WaitEndOfScan", _ms(timeout_s))[0]
             if timed_out:
-                self._call("Scan_Action", SCAN_STOP, SCAN_UP)
+                self._call("Scan_Action", SCAN_STOP, self._scan_word)
                 raise TimeoutError(f"Scan.WaitEndOfScan: no end of scan within {timeout_s} s")
             return self._grab_z(pixels)
 

@@ -310,3 +310,18 @@ def test_a_grabbed_frame_comes_out_in_the_row_order_of_the_sxm_reader(word, dire
     assert_allclose(image[0 if direction == "down" else -1], recorded[-1], rtol=0, atol=0,
                     err_msg="the last recorded line is row 0 (bottom) of a downward scan, the "
                             "top row of an upward one")
+
+
+def test_a_downward_scan_comes_out_in_the_same_row_order_as_an_upward_one(server):
+    images = {}
+    for direction in ("down", "up"):  # one client at a time, as the controller serves them
+        backend = NanonisBackend(*server.address, scan_direction=direction, **FAST)
+        images[direction] = backend.scan(0, 0, 10e-9, 64)
+        backend.close()
+        if direction == "down":
+            assert not server.state.scan_up, "the fake controller scanned downwards"
+            assert_allclose(server.state.image, images["down"][::-1], rtol=0, atol=0,
+                            err_msg="it kept the lines as recorded, top line first")
+    reference = SimulatedMicroscope(seed=SEED)  # the same two scans, directly
+    assert_allclose(images["down"], reference.scan(0, 0, 10e-9, 64), rtol=0, atol=1e-13)
+    assert_allclose(images["up"], reference.scan(0, 0, 10e-9, 64), rtol=0, atol=1e-13)

@@ -58,6 +58,7 @@ class ControllerState:
     tip_xy: tuple[float, float] = (0.0, 0.0)
     image: np.ndarray | None = None
     scan_finished: bool = False
+    scan_up: bool = True  # direction of the last scan; frames are kept as recorded
     tip_shaper: tuple = (0.05, 1, 0.02, -1e-9, 0.2, 1.0, 0.05, 1e-9, 0.2, 0.05, 1)
     z_controller_on: bool = True
 
@@ -257,7 +258,10 @@ class NanonisServer(SingleClientServer):
         x, y, width, height, angle = self.state.frame
         if width != height or self.state.pixels != self.state.lines or angle != 0:
             raise CommandError("the simulator scans square, unrotated frames only")
-        self.state.image = np.asarray(self.microscope.scan(x, y, width, self.state.pixels))
+        image = np.asarray(self.microscope.scan(x, y, width, self.state.pixels))
+        self.state.scan_up = direction == 1
+        # lines in the order recorded, as a real controller keeps them: top first going down
+        self.state.image = image if self.state.scan_up else image[::-1]
         self.state.scan_finished = True
         return b""
 
@@ -276,7 +280,7 @@ class NanonisServer(SingleClientServer):
             image = np.full(image.shape, self.microscope.setpoint_a)
         rows, cols = image.shape
         return (pack_string(SIGNAL_SLOTS[channel]) + struct.pack(">ii", rows, cols)
-                + np.asarray(image, ">f4").tobytes() + struct.pack(">I", 1))
+                + np.asarray(image, ">f4").tobytes() + struct.pack(">I", int(self.state.scan_up)))
 
     def _speed_set(self, forward_m_s: float, backward_m_s: float, forward_line_s: float,
                    backward_line_s: float, keep: int, ratio: float) -> bytes:
