@@ -5,19 +5,21 @@ every policy; seeds unlike those training evaluated on), judged by the shipped c
 in the survey. Prints mean actions to a good tip, success within 100 actions, and the ratios
 agent / random (goal <= 0.5) and agent / best fixed (goal < 1); then which action the agent
 picks for each true tip state (it reads the state from the image), and the time of one
-`suggest` on a raw image (goal <= 5 ms).
+`suggest` on a raw image (goal <= 5 ms), and what live learning costs the caller.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from benchmarks.timing import per_call_s
-from deepspm_bluesky.ml import ConditioningAgent, FixedActionAgent
+from deepspm_bluesky.ml import ConditioningAgent, FixedActionAgent, Transition
 from deepspm_bluesky.ml.agent_evaluation import (
     best_fixed_action,
     evaluate_policy,
@@ -26,6 +28,7 @@ from deepspm_bluesky.ml.agent_evaluation import (
 )
 from deepspm_bluesky.ml.agent_training import format_table
 from deepspm_bluesky.ml.environment import TipConditioningEnv
+from deepspm_bluesky.ml.live import LiveLearner
 from deepspm_bluesky.sim import BAD_STATES, SimulatedMicroscope
 
 EPISODES = 200
@@ -35,6 +38,7 @@ SCREEN_EPISODES = 40
 PER_STATE = 40
 SUGGEST_GOAL_S = 5e-3
 WORKERS = 2
+LIVE_TRANSITIONS = 50
 
 
 def _choices_per_state(agent: ConditioningAgent) -> None:
@@ -62,6 +66,26 @@ def _suggest_time(agent: ConditioningAgent) -> None:
                   f"({verdict} the {SUGGEST_GOAL_S * 1e3:.0f} ms goal)")
     finally:
         torch.set_num_threads(threads)
+
+
+def _live_learning(agent: ConditioningAgent) -> None:
+    """What live learning costs the caller (queueing) and the background thread (learning)."""
+    microscope = SimulatedMicroscope(seed=5, tip_state="unstable")
+    images = [microscope.scan(i * 20e-9, 0.0, 10e-9, 64) for i in range(LIVE_TRANSITIONS + 1)]
+    mask = np.ones(len(agent.actions), bool)
+    learner_agent = ConditioningAgent.pretrained(explore=True)
+    learner_agent.settings = replace(learner_agent.settings, learning_starts=1)
+    with LiveLearner(learner_agent) as learner:
+        start = time.perf_counter()
+        for a, b in zip(images, images[1:], strict=False):
+            learner.observe(Transition(a, mask, 1, -1.0, b, mask, False))
+        queued = (time.perf_counter() - start) / LIVE_TRANSITIONS
+        learner.flush()
+        report = learner.report()
+    print(f"live learning: observe returns in {queued * 1e6:.0f} us; the background thread "
+          f"learned {report['transitions']:.0f} transitions in {report['learn_s']:.2f} s "
+          f"({report['learn_s'] / LIVE_TRANSITIONS * 1e3:.1f} ms each, "
+          f"{report['updates']:.0f} updates), weights moved by {report['weight_change']:.3f}")
 
 
 def main() -> None:
@@ -96,3 +120,4 @@ def main() -> None:
     print("the agent's choice on the first image, by true tip state:")
     _choices_per_state(agent)
     _suggest_time(agent)
+    _live_learning(agent)
