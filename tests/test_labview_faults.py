@@ -54,8 +54,8 @@ Sabotage = Callable[[int, str, bytes], "bytes | SendThenHangUp | None"]
 class FaultyServer(LabVIEWServer):
     """A LabVIEW server that runs every request, then lets `sabotage` decide what to send."""
 
-    def __init__(self, sabotage: Sabotage, seed: int = 7) -> None:
-        super().__init__(SimulatedMicroscope(seed=seed))
+    def __init__(self, sabotage: Sabotage, seed: int = 7, port: int = 0) -> None:
+        super().__init__(SimulatedMicroscope(seed=seed), port=port)
         self.sabotage = sabotage
         self.requests: list[str] = []
 
@@ -362,11 +362,7 @@ def test_an_act_waits_for_a_server_not_yet_listening_then_is_sent_once():
 
     def start_later() -> None:
         time.sleep(0.3)
-        server = FaultyServer(lambda n, request, reply: reply)
-        server._listener.close()
-        server._listener = socket.create_server(("127.0.0.1", port))
-        server._listener.settimeout(0.05)
-        late_server.append(server.start())
+        late_server.append(FaultyServer(lambda n, request, reply: reply, port=port).start())
 
     threading.Thread(target=start_later).start()
     try:
