@@ -35,12 +35,16 @@ class Judgement:
         Largest free square (where an action may go); None when not looked for.
     allowed
         Boolean mask of the actions that fit in `square`; None when not looked for.
+    familiar
+        False when the classifier says the image is unlike its training data, so P(good)
+        is a guess (the survey does not condition on it in operational mode).
     """
 
     check: str
     p_good: float
     square: FreeSquare | None = None
     allowed: np.ndarray | None = None
+    familiar: bool = True
 
     @property
     def tip_good(self) -> bool:
@@ -69,7 +73,8 @@ def judge(image: np.ndarray, classifier: Classifier, *, z_range_m: float | None,
     image
         Raw heights in metres, 2-D.
     classifier
-        Callable from a raw image to P(good tip).
+        Callable from a raw image to P(good tip); one with ``predict_familiar`` (the
+        `TipClassifier`) also says whether the image is like its training data.
     z_range_m
         Range of the z piezo; None skips the checks (the classifier alone judges).
     size_nm
@@ -78,11 +83,21 @@ def judge(image: np.ndarray, classifier: Classifier, *, z_range_m: float | None,
         Action table for the allowed mask (default table when None).
     """
     if z_range_m is None:
-        return Judgement("", float(classifier(image)))
+        return Judgement("", *_classify(classifier, image))
     if size_nm is None:
         check, square, allowed = check_image(image, z_range_m=z_range_m).verdict, None, None
     else:
         processed = process_image(image, size_nm=size_nm, z_range_m=z_range_m, actions=actions)
         check, square, allowed = processed.check.verdict, processed.square, processed.allowed
-    p_good = float(classifier(image)) if check == "ok" else math.nan
-    return Judgement(check, p_good, square, allowed)
+    p_good, familiar = _classify(classifier, image) if check == "ok" else (math.nan, True)
+    return Judgement(check, p_good, square, allowed, familiar)
+
+
+def _classify(classifier: Classifier, image: np.ndarray) -> tuple[float, bool]:
+    """P(good) and familiarity, in one pass where the classifier offers `predict_familiar`
+    (`deepspm_bluesky.ml.TipClassifier`); any other callable is taken as familiar."""
+    predict_familiar = getattr(classifier, "predict_familiar", None)
+    if predict_familiar is None:
+        return float(classifier(image)), True
+    p_good, familiar = predict_familiar(image)
+    return float(p_good[0]), bool(familiar[0])

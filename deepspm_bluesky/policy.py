@@ -33,6 +33,7 @@ BAD_IMAGES_BEFORE_CONDITIONING = 10  # operational mode (DeepSPM)
 RESET_ACTIONS_IN_TRAINING = 5
 MAX_CONSECUTIVE_CRASHES = 2
 MAX_CONSECUTIVE_NO_CONTACT = 3  # approaches that did not bring the tip back: give up
+MAX_EPISODE_ACTIONS = 100  # DeepSPM: an episode this long ends, in a new approach area
 MEASUREMENT_ACTION = "stall for measurement"
 STATE_FORMAT = "deepspm-bluesky survey policy"
 STATE_VERSION = 1
@@ -64,11 +65,16 @@ class Recover:
 
 @dataclass(frozen=True)
 class Condition:
-    """Ask the agent for an action among `allowed`, to run at (x, y) nm."""
+    """Ask for an action among `allowed`, to run at (x, y) nm.
+
+    `chooser` is ``"agent"``, or ``"random"`` in the training episodes that compare the
+    agent with a random policy (DeepSPM alternated them).
+    """
 
     x_nm: float
     y_nm: float
     allowed: np.ndarray
+    chooser: str = "agent"
 
 
 @dataclass(frozen=True)
@@ -83,11 +89,12 @@ class Act:
 
 @dataclass(frozen=True)
 class EpisodeEnd:
-    """A conditioning episode ended: the tip is good again after `actions` actions."""
+    """A conditioning episode ended after `actions` actions chosen by `chooser`."""
 
     episode: int
     actions: int
     outcome: str
+    chooser: str
 
 
 @dataclass(frozen=True)
@@ -190,6 +197,10 @@ class SurveyPolicy:
         self.nav.clear_debris()
         if judgement.tip_good:
             return self._good_tip()
+        if not judgement.familiar and self.mode == "operational":
+            self.tally["image unfamiliar"] += 1  # P(good) is a guess: never condition on it
+            self._measured()
+            return []
         return self._bad_tip(judgement)
 
     def acted(self, index: int, x_nm: float, y_nm: float) -> None:
@@ -223,8 +234,7 @@ class SurveyPolicy:
         c.bad_in_row = 0
         steps: list[Step] = []
         if c.episode_actions:
-            steps.append(EpisodeEnd(c.episode, c.episode_actions - 1, "good tip"))
-            c.episode_actions = 0
+            steps.append(self._end_episode("good tip"))
         self._measured()
         if self.mode == "training":
             x_nm, y_nm = self.nav.position
@@ -238,6 +248,10 @@ class SurveyPolicy:
         if self.mode == "operational" and c.bad_in_row < BAD_IMAGES_BEFORE_CONDITIONING:
             self._measured()
             return []
+        steps: list[Step] = []
+        if c.episode_actions > MAX_EPISODE_ACTIONS:
+            steps += [self._end_episode(f"no good tip after {MAX_EPISODE_ACTIONS} actions"),
+                      self._new_area("a conditioning episode ran too long")]
         if not c.episode_actions:  # 1 marks an open episode with no action yet
             c.episode += 1
             c.episode_actions = 1
@@ -248,7 +262,20 @@ class SurveyPolicy:
         allowed = judgement.allowed
         if allowed is None:
             allowed = np.ones(len(self.actions), bool)
-        return [Condition(x_nm, y_nm, np.asarray(allowed, bool))]
+        return [*steps, Condition(x_nm, y_nm, np.asarray(allowed, bool), self.chooser)]
+
+    @property
+    def chooser(self) -> str:
+        """Who chooses in the open episode: training alternates the agent and random."""
+        if self.mode == "training" and self.counters.episode % 2 == 0:
+            return "random"
+        return "agent"
+
+    def _end_episode(self, outcome: str) -> EpisodeEnd:
+        c = self.counters
+        end = EpisodeEnd(c.episode, c.episode_actions - 1, outcome, self.chooser)
+        c.episode_actions = 0
+        return end
 
     # -- state ------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:

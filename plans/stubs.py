@@ -59,23 +59,28 @@ class DecisionSignals:
 
 def primary_signals() -> DecisionSignals:
     return DecisionSignals("image_decisions", check="", verdict="", p_good=math.nan,
-                           free_nm=math.nan)
+                           familiar=True, free_nm=math.nan)
 
 
-def action_signals() -> DecisionSignals:
+def action_signals(n_actions: int) -> DecisionSignals:
+    """What each action event records: the action, where, why, how it went, and the
+    suggestion behind it (allowed set, Q-values, episode, who chose)."""
     return DecisionSignals("action_decisions", action="", action_index=-1, x_nm=math.nan,
-                           y_nm=math.nan, reason="", outcome="", episode=-1)
+                           y_nm=math.nan, reason="", outcome="", episode=-1, chooser="",
+                           allowed=np.zeros(n_actions, bool),
+                           q_values=np.full(n_actions, math.nan))
 
 
 def episode_signals() -> DecisionSignals:
-    return DecisionSignals("episode_decisions", episode=-1, episode_actions=0, outcome="")
+    return DecisionSignals("episode_decisions", episode=-1, episode_actions=0, outcome="",
+                           chooser="")
 
 
 def record_episode(decisions: DecisionSignals, step: EpisodeEnd) -> MsgGenerator[None]:
     """One `episodes` event: a conditioning episode ended, after so many actions."""
     yield from bps.create("episodes")
     yield from decisions.record(episode=step.episode, episode_actions=step.actions,
-                              outcome=step.outcome)
+                                outcome=step.outcome, chooser=step.chooser)
     yield from bps.save()
 
 
@@ -137,7 +142,7 @@ def scan_image(stm: STM, decisions: DecisionSignals,
     image = reading[stm.image.name]["value"]
     judgement = judge_image(image)
     for key, value in {"check": judgement.check, "verdict": judgement.verdict,
-                       "p_good": judgement.p_good,
+                       "p_good": judgement.p_good, "familiar": judgement.familiar,
                        "free_nm": math.nan if judgement.square is None
                        else judgement.square.size_nm}.items():
         decisions.signals[key].put(value)
@@ -189,7 +194,7 @@ def _outcome(component) -> str:
 
 def condition_tip(stm: STM, action_name: str, decisions: DecisionSignals, *, reason: str,
                   x_nm: float | None = None, y_nm: float | None = None,
-                  episode: int = -1) -> MsgGenerator[str]:
+                  **suggestion: object) -> MsgGenerator[str]:
     """Run one conditioning action at (x, y) nm (default: the scanner's centre), record it.
 
     Returns
@@ -203,17 +208,22 @@ def condition_tip(stm: STM, action_name: str, decisions: DecisionSignals, *, rea
     outcome = _outcome(stm.conditioner)
     yield from record_action(decisions, action_name, stm.actions.index(action_name),
                              x_nm=x_nm, y_nm=y_nm, reason=reason, outcome=outcome,
-                             episode=episode)
+                             **suggestion)
     return outcome
 
 
 def record_action(decisions: DecisionSignals, name: str, index: int, *, x_nm: float,
-                  y_nm: float, reason: str, outcome: str = "done",
-                  episode: int = -1) -> MsgGenerator[None]:
+                  y_nm: float, reason: str, outcome: str = "done", episode: int = -1,
+                  allowed: np.ndarray | None = None, q_values: np.ndarray | None = None,
+                  chooser: str = "") -> MsgGenerator[None]:
     """One `actions` event: what was done (or refused), where, why, and how it went."""
+    n_actions = len(decisions.signals["allowed"].get())
     yield from bps.create("actions")
-    yield from decisions.record(action=name, action_index=index, x_nm=x_nm, y_nm=y_nm,
-                              reason=reason, outcome=outcome, episode=episode)
+    yield from decisions.record(
+        action=name, action_index=index, x_nm=x_nm, y_nm=y_nm, reason=reason,
+        outcome=outcome, episode=episode, chooser=chooser,
+        allowed=np.zeros(n_actions, bool) if allowed is None else np.asarray(allowed, bool),
+        q_values=np.full(n_actions, math.nan) if q_values is None else q_values)
     yield from bps.save()
 
 

@@ -8,7 +8,7 @@ an action and a killed survey continues where it stopped.
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +19,8 @@ from bluesky.utils import Msg, MsgGenerator, RequestAbort, RequestStop
 
 from deepspm_bluesky.journal import JournaledRun, journal_path, read_journal
 from deepspm_bluesky.judging import Classifier, Judgement
-from deepspm_bluesky.ml import Agent, NoActionAllowed, RandomAgent, TipClassifier, Transition
+from deepspm_bluesky.ml import Agent, ConditioningAgent, NoActionAllowed, TipClassifier
+from deepspm_bluesky.ml.live import LiveLearner
 from deepspm_bluesky.navigation import CRASH_RADIUS_NM, Navigator
 from deepspm_bluesky.policy import (
     MEASUREMENT_ACTION,
@@ -37,6 +38,7 @@ from deepspm_bluesky.policy import (
 from deepspm_bluesky.state import StateDirectory
 
 from ..devices import STM
+from .conditioning import ConditioningChoices
 from .metadata import plan_metadata
 from .stubs import (
     action_signals,
@@ -55,7 +57,10 @@ from .stubs import (
 )
 
 MIN_FREE_MB = 200.0  # below this much free disk at the state directory, the survey ends
-REWARD_ACTION, REWARD_GOOD = -1.0, 10.0  # DeepSPM's reward for live learning
+UNFAMILIAR_WINDOW = 20  # ~8 % of familiar images are flagged by chance (TipClassifier.familiar)
+UNFAMILIAR_ADVICE = ("images were unlike the classifier's training data: P(good) is a guess there, "
+                     "so the survey does not condition on them; fine-tune on this sample: "
+                     "deepspm-bluesky train-classifier --init pretrained --data FOLDER")
 
 
 def autonomous_survey(
@@ -65,6 +70,7 @@ def autonomous_survey(
     mode: Literal["operational", "training"] = "operational",
     classifier: Classifier | None = None,
     agent: Agent | None = None,
+    learn: bool = True,
     state_dir: str | None = None,
     navigation_file: str | None = None,
     min_free_mb: float = MIN_FREE_MB,
@@ -85,7 +91,11 @@ def autonomous_survey(
         Callable returning P(good tip) for a raw image; None uses the shipped
         `deepspm_bluesky.ml.TipClassifier.pretrained()`.
     agent
-        Conditioning agent (``suggest``/``observe``); None picks at random.
+        Conditioning agent (``suggest``/``observe``); None uses the shipped
+        `deepspm_bluesky.ml.ConditioningAgent.pretrained()` (exploring in training mode).
+    learn
+        Training mode: the agent learns from every transition in a background thread
+        (`deepspm_bluesky.ml.LiveLearner`); False keeps it as it is.
     state_dir
         Directory keeping everything needed to resume (navigation, counters, agent state,
         the journal of documents) and watched for a ``STOP`` file; a survey given the same
@@ -110,7 +120,7 @@ def autonomous_survey(
     Bad input (options, a corrupt state file) raises here, before any run opens.
     """
     survey = _Survey(stm, max_images=max_images, mode=mode, classifier=classifier,
-                     agent=agent, state_dir=state_dir, navigation_file=navigation_file,
+                     agent=agent, learn=learn, state_dir=state_dir, navigation_file=navigation_file,
                      min_free_mb=min_free_mb)
     _md = plan_metadata(
         "autonomous_survey",
@@ -128,7 +138,8 @@ class _Survey:
     """One survey's pieces and the plan generators that execute the policy's steps."""
 
     def __init__(self, stm: STM, *, max_images: int, mode: str, classifier: Classifier | None,
-                 agent: Agent | None, state_dir: str | None, navigation_file: str | None,
+                 agent: Agent | None, learn: bool, state_dir: str | None,
+                 navigation_file: str | None,
                  min_free_mb: float) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -139,13 +150,16 @@ class _Survey:
         self.min_free_mb = float(min_free_mb)
         nav = self._navigator(navigation_file)
         self.policy = SurveyPolicy(nav, stm.actions, max_images=max_images, mode=mode)
-        self.agent = agent if agent is not None else RandomAgent()
+        if agent is None:
+            agent = ConditioningAgent.pretrained(explore=mode == "training")
+        if mode == "training":
+            agent = LiveLearner(agent, learn=learn)
+        self.choices = ConditioningChoices(agent)
         self._restore()
         self.judge_image = judge_on(stm, classifier if classifier is not None
                                     else TipClassifier.pretrained())
-        self.images, self.actions = primary_signals(), action_signals()
+        self.images, self.actions = primary_signals(), action_signals(len(stm.actions))
         self.episodes, self.outages = episode_signals(), outage_signals()
-        self.pending: tuple[np.ndarray, np.ndarray, int] | None = None  # for live learning
         self.started = time.monotonic()
 
     # -- state --------------------------------------------------------------------------
@@ -168,9 +182,7 @@ class _Survey:
         if progress is not None:
             self.policy.restore(progress.get("policy"), source=str(self.state.progress))
             self._replay_journal_tail()
-        restore = getattr(self.agent, "restore", None)
-        if callable(restore) and self.state.agent.exists():
-            restore(self.state.agent)
+        self.choices.restore(self.state.agent)
 
     def _replay_journal_tail(self) -> None:
         """A killed run's last steps, journaled after the state was saved, into the navigation.
@@ -203,16 +215,16 @@ class _Survey:
             nav.forbid(data["x_nm"], data["y_nm"], self.stm.actions[data["action_index"]]
                        .forbid_radius_nm)
 
-    def save(self, run_uid: str = "", recorded: dict[str, int] | None = None) -> None:
-        """Navigation, counters and agent into the state directory (at each checkpoint)."""
+    def save(self, run_uid: str = "", recorded: dict[str, int] | None = None, *,
+             final: bool = False) -> None:
+        """Navigation and counters into the state directory (at each checkpoint); the agent
+        every few minutes and at the end."""
         if self.state is None:
             return
         self.policy.nav.save(self.state.navigation)
         self.state.save_progress({"policy": self.policy.state(), "run": run_uid,
                                   "recorded": recorded or {}})
-        save_agent = getattr(self.agent, "save", None)
-        if callable(save_agent):
-            save_agent(self.state.agent)
+        self.choices.save(self.state.agent, force=final)
 
     # -- the run ------------------------------------------------------------------------
     def run(self, md: dict) -> MsgGenerator[str]:
@@ -247,7 +259,8 @@ class _Survey:
 
     def make_safe(self) -> MsgGenerator[None]:
         """Imaging bias and setpoint back, state saved: on success, stop, abort or error."""
-        self.save(self.uid, self.recorded())
+        self.choices.close()
+        self.save(self.uid, self.recorded(), final=True)
         yield from bps.mv(self.stm.bias, self.bias_v, self.stm.current, self.setpoint_a)
 
     def recorded(self) -> dict[str, int]:
@@ -257,6 +270,8 @@ class _Survey:
     def loop(self) -> MsgGenerator[End]:
         self.bias_v, self.setpoint_a = self.stm.bias.get(), self.stm.current.get()
         self.events: Counter[str] = Counter()
+        self.familiarity: deque[bool] = deque(maxlen=UNFAMILIAR_WINDOW)
+        self.warned_unfamiliar = False
         while True:
             yield Msg("checkpoint")  # bps.checkpoint without the @plan stack capture
             self.save(self.uid, self.recorded())
@@ -267,11 +282,23 @@ class _Survey:
                 if end is not None:
                     return end
             image, judgement = yield from scan_image(self.stm, self.images, self.judge_image)
-            self.learn(image, judgement)
+            if self.policy.mode == "training":
+                self.choices.learn(image, judgement)
+            self._watch_familiarity(judgement)
             for step in self.policy.judged(judgement):
                 end = yield from self.execute(step, image)
                 if end is not None:
                     return end
+
+    def _watch_familiarity(self, judgement: Judgement) -> None:
+        """Warn once when most recent images are unfamiliar (single flags are chance)."""
+        if judgement.check != "ok":
+            return
+        self.familiarity.append(judgement.familiar)
+        unfamiliar = self.familiarity.count(False)
+        if not self.warned_unfamiliar and unfamiliar >= UNFAMILIAR_WINDOW // 2:
+            print(f"warning: {unfamiliar} of the last {len(self.familiarity)} {UNFAMILIAR_ADVICE}")
+            self.warned_unfamiliar = True
 
     def _check_stop_conditions(self) -> None:
         """The STOP file ends the survey cleanly; a nearly full disk ends it as failed."""
@@ -309,41 +336,32 @@ class _Survey:
             yield from self.condition(step, image)
         return None
 
-    def act(self, index: int, x_nm: float, y_nm: float, reason: str) -> MsgGenerator[str]:
+    def act(self, index: int, x_nm: float, y_nm: float, reason: str,
+            **suggestion: object) -> MsgGenerator[str]:
         name = self.stm.actions[index].name
         outcome = yield from condition_tip(self.stm, name, self.actions, reason=reason,
                                            x_nm=x_nm, y_nm=y_nm,
-                                           episode=self.policy.counters.episode)
+                                           episode=self.policy.counters.episode, **suggestion)
         self.policy.acted(index, x_nm, y_nm)
         return outcome
 
     def condition(self, step: Condition, image: np.ndarray) -> MsgGenerator[None]:
-        """Ask the agent; run its choice if allowed, else record the refusal."""
+        """Ask for an action; run it if allowed, else record the refusal."""
         episode = self.policy.counters.episode
         try:
-            index = int(self.agent.suggest(image, step.allowed))
+            index, q_values = self.choices.choose(image, step.allowed, step.chooser)
         except NoActionAllowed as error:
             yield from record_action(self.actions, "none", -1, x_nm=step.x_nm, y_nm=step.y_nm,
-                                     reason=str(error), outcome="refused", episode=episode)
+                                     reason=str(error), outcome="refused", episode=episode,
+                                     allowed=step.allowed, chooser=step.chooser)
             return
         if not (0 <= index < len(step.allowed) and step.allowed[index]):
             yield from record_action(self.actions, "refused", index, x_nm=step.x_nm,
                                      y_nm=step.y_nm, outcome="refused", episode=episode,
                                      reason=f"the agent chose action {index}, outside the "
-                                            "allowed set")
+                                            "allowed set", allowed=step.allowed,
+                                     q_values=q_values, chooser=step.chooser)
             return
-        yield from self.act(index, step.x_nm, step.y_nm, "bad tip")
-        self.pending = (image, step.allowed, index)
-
-    def learn(self, image: np.ndarray, judgement: Judgement) -> None:
-        """Tell the agent what its last action led to (checked images only)."""
-        if self.pending is None or judgement.allowed is None:
-            return
-        before, allowed, index = self.pending
-        self.pending = None
-        good = judgement.tip_good
-        self.agent.observe(Transition(before, allowed, index,
-                                      REWARD_GOOD if good else REWARD_ACTION, image,
-                                      judgement.allowed, good))
-
-
+        yield from self.act(index, step.x_nm, step.y_nm, "bad tip", allowed=step.allowed,
+                            q_values=q_values, chooser=step.chooser)
+        self.choices.acted(image, step.allowed, index)

@@ -14,6 +14,7 @@ from deepspm_bluesky.judging import Judgement
 from deepspm_bluesky.navigation import Navigator
 from deepspm_bluesky.policy import (
     BAD_IMAGES_BEFORE_CONDITIONING,
+    MAX_EPISODE_ACTIONS,
     RESET_ACTIONS_IN_TRAINING,
     Act,
     Condition,
@@ -68,7 +69,7 @@ def test_training_mode_conditions_at_once_and_resets_a_good_tip():
     assert isinstance(run_cycle(p, judged(p_good=0.1))[0], Condition)
     p.acted(0, *p.nav.position)
     steps = run_cycle(p, judged(p_good=0.99))
-    assert steps[0] == EpisodeEnd(episode=1, actions=1, outcome="good tip")
+    assert steps[0] == EpisodeEnd(episode=1, actions=1, outcome="good tip", chooser="agent")
     resets = steps[1:]
     assert len(resets) == RESET_ACTIONS_IN_TRAINING
     assert all(isinstance(s, Act) and s.reason == "reset" for s in resets)
@@ -178,3 +179,22 @@ def test_max_images_must_be_a_whole_number_of_at_least_one():
     for bad in (0, -1, 2.5, True, "3"):
         with pytest.raises(ValueError, match="max_images"):
             policy(max_images=bad)
+
+
+def test_an_episode_of_a_hundred_actions_ends_in_a_new_approach_area():
+    p = policy(mode="training", max_images=1000)
+    for _ in range(MAX_EPISODE_ACTIONS):
+        (step,) = run_cycle(p, judged(p_good=0.1))
+        p.acted(0, step.x_nm, step.y_nm)
+    steps = run_cycle(p, judged(p_good=0.1))
+    assert isinstance(steps[0], EpisodeEnd) and "100 actions" in steps[0].outcome
+    assert isinstance(steps[1], NewArea) and isinstance(steps[2], Condition)
+    assert steps[2].chooser == "random", "training alternates agent and random episodes"
+
+
+def test_unfamiliar_images_are_not_conditioned_on_in_operational_mode():
+    p = policy()
+    unfamiliar = Judgement("ok", 0.1, SQUARE, ALLOWED, familiar=False)
+    for _ in range(2 * BAD_IMAGES_BEFORE_CONDITIONING):
+        assert run_cycle(p, unfamiliar) == []
+    assert p.summary()["image_unfamiliar"] == 2 * BAD_IMAGES_BEFORE_CONDITIONING

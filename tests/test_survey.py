@@ -195,3 +195,44 @@ def test_by_default_the_shipped_classifier_judges_every_clean_image(RE, document
     np.testing.assert_allclose(recorded, expected, rtol=1e-5)
     for event, p in zip(primary, recorded, strict=True):
         assert event["data"]["verdict"] == ("good" if p >= 0.9 else "bad")
+
+
+def test_training_learns_live_and_records_suggestions_and_episodes(RE, documents):
+    from deepspm_bluesky.ml import AgentSettings, ConditioningAgent
+
+    agent = ConditioningAgent(settings=AgentSettings(learning_starts=8, batch_size=8))
+    before = [p.detach().clone() for p in agent.network.parameters()]
+    stm = simulated_stm(seed=3, tip_state="double")
+    RE(autonomous_survey(stm, max_images=40, mode="training", agent=agent))
+    after = list(agent.network.parameters())
+    assert any(not (a == b).all() for a, b in zip(before, after, strict=True)), "it learned"
+    actions = [e["data"] for e in events(documents, "actions") if e["data"]["reason"] == "bad tip"]
+    assert actions
+    for action in actions:
+        assert action["allowed"][action["action_index"]]
+        q_known = np.isfinite(action["q_values"]).all()
+        assert q_known == (action["chooser"] == "agent")
+    episodes = [e["data"] for e in events(documents, "episodes")]
+    assert episodes, "a good tip ended at least one episode"
+    assert {e["chooser"] for e in episodes} <= {"agent", "random"}
+    for episode in episodes:
+        assert episode["chooser"] == ("agent" if episode["episode"] % 2 else "random")
+
+
+class Unfamiliar:
+    """A classifier that finds every image bad and unlike its training data."""
+
+    def __call__(self, image):
+        return 0.0
+
+    def predict_familiar(self, image):
+        return np.array([0.0]), np.array([False])
+
+
+def test_operational_mode_never_conditions_on_unfamiliar_images(RE, documents, stm, capsys):
+    RE(autonomous_survey(stm, max_images=14, classifier=Unfamiliar()))
+    primary = events(documents, "primary")
+    assert [e["data"]["familiar"] for e in primary if e["data"]["check"] == "ok"]
+    assert not any(e["data"]["familiar"] for e in primary if e["data"]["check"] == "ok")
+    assert not [e for e in events(documents, "actions") if e["data"]["reason"] == "bad tip"]
+    assert capsys.readouterr().out.count("train-classifier --init pretrained") == 1
