@@ -24,6 +24,7 @@ from ophyd import Device, DeviceStatus, Signal
 from ophyd.status import Status
 
 from deepspm_bluesky.actions import Action, ActionTable, load_actions
+from deepspm_bluesky.imaging import check_contact
 
 from .backend import Backend, Described, ScanSpeedControl, ScanTimeouts
 from .transport import Outage, OutcomeUnknown
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 
 NM = 1e-9
 DIRECTIONS = ("x+", "x-", "y+", "y-")
-CONTACT_TOLERANCE_M = 3e-10  # DeepSPM: |mean - z reading of a retracted tip| <= 300 pm
 DONE, UNKNOWN = "done", "unknown"  # values of the `outcome` signals
 
 
@@ -190,9 +190,10 @@ class ZController(Device):
         return stm.submit(lambda: self.outcome.put(_outcome_of(act)))
 
     def update_contact(self, image: np.ndarray) -> None:
-        """Set `in_contact` from an image: False where it sits at the retracted z limit."""
-        retracted = -float(self.z_range_nm.get()) * NM / 2
-        self.in_contact.put(bool(abs(float(np.mean(image)) - retracted) > CONTACT_TOLERANCE_M))
+        """Set `in_contact` from an image: False where it sits at the retracted z limit
+        (`deepspm_bluesky.imaging.check_contact`, the survey's own check)."""
+        lost = check_contact(image, z_range_m=float(self.z_range_nm.get()) * NM).fired
+        self.in_contact.put(not lost)
 
 
 class CoarsePositioner(Device):
@@ -254,13 +255,16 @@ class TipConditioner(Device):
         return stm.submit(act_and_note)
 
     def check_action(self, action: Action) -> None:
-        """Raise a ValueError if `action` exceeds the bias or dip-depth safety limit."""
-        if abs(action.bias_v) > self.max_bias_v.get():
+        """Raise a ValueError if `action` exceeds the bias or dip-depth safety limit.
+
+        A limit that is not a number (NaN) refuses every action: it never switches safety off.
+        """
+        if not abs(action.bias_v) <= self.max_bias_v.get():
             raise ValueError(
                 f"action {action.name!r}: bias {action.bias_v} V exceeds the safety limit "
                 f"of {self.max_bias_v.get()} V"
             )
-        if abs(action.dip_nm) > self.max_dip_nm.get():
+        if not abs(action.dip_nm) <= self.max_dip_nm.get():
             raise ValueError(
                 f"action {action.name!r}: dip {action.dip_nm} nm exceeds the safety limit "
                 f"of {self.max_dip_nm.get()} nm"

@@ -162,6 +162,14 @@ def test_an_action_beyond_the_dip_limit_is_refused(tmp_path):
     device.destroy()
 
 
+@pytest.mark.parametrize("limit", ["max_bias_v", "max_dip_nm"])
+def test_a_nan_safety_limit_refuses_every_action_instead_of_none(recorded, limit):
+    getattr(recorded.conditioner, limit).put(float("nan"))
+    with pytest.raises(ValueError, match="exceeds the safety limit of nan"):
+        recorded.conditioner.set("dip -1.2 nm" if limit == "max_dip_nm" else "pulse +4 V")
+    assert recorded.backend.calls == []
+
+
 def test_simulated_stm_takes_an_action_table_file(tmp_path):
     table = tmp_path / "mine.toml"
     table.write_text('[[action]]\nname = "only"\nkind = "stall"\ndip_nm = 0.0\nbias_v = 0.0\n'
