@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,28 +15,10 @@ import torch
 from torch import nn
 
 from .evaluation import GOOD_TIP_THRESHOLD
+from .inference import inference
 from .networks import ARCHITECTURES, CompactNet, build_network
 from .ood import FeatureDensity, image_statistics, network_features
 from .preprocessing import INPUT_FRAME_NM, PIXELS, frame_side_nm, network_input, preprocess
-
-
-@contextmanager
-def _inference(images: int) -> Iterator[None]:
-    """torch inference; one image runs on one intra-op thread.
-
-    A survey judges one image at a time: on the 2 busy cores of the test machine, two threads
-    took 180 ms for one 64 x 64 image, one thread 15 ms (and the other core stays free for
-    the live learner and the Tiled writer).
-    """
-    threads = torch.get_num_threads()
-    if images == 1 and threads > 1:
-        torch.set_num_threads(1)
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
 
 CHECKPOINT_FORMAT = "deepspm_bluesky.TipClassifier"
 CHECKPOINT_VERSION = 1
@@ -102,7 +82,7 @@ class TipClassifier:
         self.network.eval()
         device = next(self.network.parameters()).device
         out = []
-        with _inference(len(stack)):
+        with inference(len(stack)):
             for start in range(0, len(stack), batch_size):
                 batch = torch.from_numpy(stack[start:start + batch_size]).unsqueeze(1)
                 out.append(self.network(batch.to(device)).float().cpu().numpy())
@@ -150,7 +130,7 @@ class TipClassifier:
         self.network.eval()
         device = next(self.network.parameters()).device
         out = []
-        with _inference(len(stack)):
+        with inference(len(stack)):
             for start in range(0, len(stack), batch_size):
                 batch = torch.from_numpy(stack[start:start + batch_size]).unsqueeze(1)
                 out.append(network_features(self.network, batch.to(device)).double().cpu()
@@ -227,7 +207,7 @@ class TipClassifier:
         stack = preprocess(images, normalized=normalized, pixels=PIXELS)
         self.network.eval()
         device = next(self.network.parameters()).device
-        with _inference(len(stack)):
+        with inference(len(stack)):
             batch = torch.from_numpy(stack).unsqueeze(1).to(device)
             pooled = network_features(self.network, batch)  # = the head's input
             logits = self.network.head(pooled).squeeze(1).double().cpu().numpy()

@@ -31,6 +31,7 @@ from deepspm_bluesky.actions import ActionTable, load_actions
 
 from .agents import Transition, allowed_indices
 from .classifier import CheckpointError, TipClassifier
+from .inference import inference
 from .preprocessing import preprocess
 from .qnetwork import QNetwork, inference_trunk, pooled
 from .replay import ReplayBuffer
@@ -212,7 +213,7 @@ class ConditioningAgent:
         image = np.asarray(image)
         if image.ndim != 2:
             raise ValueError(f"expected one 2-D image, got shape {image.shape}")
-        with torch.inference_mode():  # faster than no_grad for a batch of one
+        with inference(1):  # one thread, faster than no_grad for a batch of one
             frames = torch.from_numpy(self.frames(image)).unsqueeze(1)
             q = self.network.head(self._features(frames))[0].double().numpy()
         if allowed is not None:
