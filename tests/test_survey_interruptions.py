@@ -210,3 +210,17 @@ def test_outages_the_instrument_reports_are_recorded_in_the_run(RE, documents):
     assert outage["outage_s"] == 8.5 and outage["cause"] == "connection reset"
     start = [d for n, d in documents if n == "start"][0]
     assert start["instrument"]["backend"] == "sim"
+
+
+def test_a_corrupt_state_file_is_refused_before_any_run_opens(RE, documents, tmp_path):
+    stm = STM(backend=CountingMicroscope(seed=1), name="stm")
+    RE(autonomous_survey(stm, max_images=2, state_dir=str(tmp_path)))
+    progress = tmp_path / "policy.json"
+    progress.write_text(progress.read_text().replace('"bad_in_row": 0', '"bad_in_row": -4'))
+    documents.clear()
+    with pytest.raises(ValueError, match="policy.json.*counters.bad_in_row"):
+        autonomous_survey(stm, max_images=2, state_dir=str(tmp_path))
+    progress.write_text("{not json")
+    with pytest.raises(ValueError, match="policy.json is corrupt"):
+        autonomous_survey(stm, max_images=2, state_dir=str(tmp_path))
+    assert documents == [], "nothing half-opened"
