@@ -113,7 +113,8 @@ class TimedTiledWriter(TiledWriter):
         threading.Thread(target=self._flush_when_due, name="tiled-flush", daemon=True).start()
 
     def _factory(self, name, doc):
-        writer = _RunWriter(self.client, batch_size=self._batch_size)
+        # every array goes to zarr: the SQLite table store takes no list columns
+        writer = _RunWriter(self.client, batch_size=self._batch_size, max_array_size=0)
         self._writers[doc["uid"]] = writer
         return [writer], []
 

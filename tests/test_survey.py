@@ -124,6 +124,16 @@ def test_bad_plan_arguments_are_refused_before_any_message(stm, options, message
         autonomous_survey(stm, **options)
 
 
+def test_suggestions_reach_tiled_with_their_allowed_set_and_q_values(RE, stm, catalog_dir):
+    client = open_catalog(catalog_dir)
+    RE.subscribe(tiled_writer(client))
+    RE(autonomous_survey(stm, max_images=4, mode="training", classifier=always(0.0)))
+    actions = client[-1]["actions"]
+    n = len(stm.actions)
+    assert actions["allowed"].shape == actions["q_values"].shape == (4, n)
+    assert actions["allowed"][:].dtype == bool
+
+
 def test_the_progress_bar_counts_primary_images_of_any_plan(RE, stm):
     progress = SurveyProgress(disable=True)
     RE.subscribe(progress)
