@@ -6,6 +6,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from real_files import nanonis_stm_sxm
 
 from deepspm_bluesky import sim
 from deepspm_bluesky.ml import load_folder, simulated_dataset
@@ -74,6 +75,16 @@ def test_a_folder_of_good_and_bad_images_loads_with_labels(tmp_path):
     assert len(data) == 9
     assert data.labels.sum() == 2
     assert Counter(data.states.tolist()) == {"good": 2, "bad": 7}
+
+
+def test_a_real_nanonis_file_in_a_labelled_folder_loads_as_one_network_input(tmp_path):
+    sxm = nanonis_stm_sxm()
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / sxm.name).symlink_to(sxm)
+    np.save(tmp_path / "good" / "sim.npy", sim.SimulatedMicroscope(seed=1).scan(0, 0, 1e-8, 64))
+    data = load_folder(tmp_path)
+    assert len(data) == 2 and data.labels.tolist() == [1.0, 1.0]
+    assert data.images.shape == (2, 64, 64) and np.isfinite(data.images).all()
 
 
 def test_a_folder_without_good_or_bad_subfolders_is_refused(tmp_path):

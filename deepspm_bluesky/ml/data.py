@@ -22,8 +22,9 @@ import numpy as np
 from deepspm_bluesky import sim
 from deepspm_bluesky.imaging import check_image, flatten_plane, normalize
 from deepspm_bluesky.sim.families import FRAME_NM as FAMILY_FRAME_NM
+from deepspm_bluesky.spmfiles import read_sxm
 
-from .preprocessing import PIXELS, preprocess
+from .preprocessing import PIXELS, network_input, preprocess
 
 NOT_IMAGING_STATES = ("crashed", "no_contact")
 FRAME_SIZE_M = 10e-9
@@ -263,11 +264,21 @@ def _read_stack(path: Path, pixels: int) -> np.ndarray:
         raise ValueError(f"{path}: {error}") from None
 
 
-def load_folder(folder: str | Path, *, pixels: int = PIXELS) -> LabelledImages:
-    """Images labelled by a person, as DeepSPM collected them: `good/*.npy` and `bad/*.npy`.
+LABELLED_SUFFIXES = (".npy", ".sxm")
 
-    Each file holds one image (pixels, pixels) or a stack (n, pixels, pixels), as raw heights
-    in metres or already normalised (decided per file from the values).
+
+def _read_sxm(path: Path) -> np.ndarray:
+    """The Z image of a Nanonis file as one normalised network input, (1, 64, 64)."""
+    scan = read_sxm(path)
+    return network_input(scan.z_m, pixel_nm=scan.pixel_size_m[0] * 1e9)[None]
+
+
+def load_folder(folder: str | Path, *, pixels: int = PIXELS) -> LabelledImages:
+    """Images labelled by a person, as DeepSPM collected them: `good/` and `bad/` folders.
+
+    A ``.npy`` file holds one image (pixels, pixels) or a stack (n, pixels, pixels), as raw
+    heights in metres or already normalised (decided per file from the values); a Nanonis
+    ``.sxm`` file gives its Z image, of any size, brought to the network by `network_input`.
 
     Raises
     ------
@@ -283,11 +294,13 @@ def load_folder(folder: str | Path, *, pixels: int = PIXELS) -> LabelledImages:
         raise FileNotFoundError(f"{folder} has neither a good/ nor a bad/ subfolder")
     parts = []
     for name, label in (("good", 1.0), ("bad", 0.0)):
-        for path in sorted((folder / name).glob("*.npy")):
-            stack = _read_stack(path, pixels)
+        for path in sorted(p for p in (folder / name).glob("*")
+                           if p.suffix.lower() in LABELLED_SUFFIXES):
+            stack = _read_sxm(path) if path.suffix.lower() == ".sxm" \
+                else _read_stack(path, pixels)
             n = len(stack)
             parts.append(LabelledImages(stack, np.full(n, label, np.float32),
                                         np.full(n, name)))
     if not parts:
-        raise ValueError(f"no .npy images in {folder}/good or {folder}/bad")
+        raise ValueError(f"no .npy or .sxm images in {folder}/good or {folder}/bad")
     return LabelledImages.concatenate(parts)
