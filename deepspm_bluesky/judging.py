@@ -86,18 +86,27 @@ def judge(image: np.ndarray, classifier: Classifier, *, z_range_m: float | None,
         return Judgement("", *_classify(classifier, image))
     if size_nm is None:
         check, square, allowed = check_image(image, z_range_m=z_range_m).verdict, None, None
+        normalized = None
     else:
         processed = process_image(image, size_nm=size_nm, z_range_m=z_range_m, actions=actions)
         check, square, allowed = processed.check.verdict, processed.square, processed.allowed
-    p_good, familiar = _classify(classifier, image) if check == "ok" else (math.nan, True)
+        normalized = processed.normalized
+    p_good, familiar = _classify(classifier, image, normalized) if check == "ok" \
+        else (math.nan, True)
     return Judgement(check, p_good, square, allowed, familiar)
 
 
-def _classify(classifier: Classifier, image: np.ndarray) -> tuple[float, bool]:
+def _classify(classifier: Classifier, image: np.ndarray,
+              normalized: np.ndarray | None = None) -> tuple[float, bool]:
     """P(good) and familiarity, in one pass where the classifier offers `predict_familiar`
-    (`deepspm_bluesky.ml.TipClassifier`); any other callable is taken as familiar."""
+    (`deepspm_bluesky.ml.TipClassifier`, which is then given the image the pipeline already
+    flattened and normalised, as its own preprocessing would); any other callable is given
+    the raw image and taken as familiar."""
     predict_familiar = getattr(classifier, "predict_familiar", None)
     if predict_familiar is None:
         return float(classifier(image)), True
-    p_good, familiar = predict_familiar(image)
+    if normalized is None:
+        p_good, familiar = predict_familiar(image)
+    else:
+        p_good, familiar = predict_familiar(normalized, normalized=True)
     return float(p_good[0]), bool(familiar[0])

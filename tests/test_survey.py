@@ -235,7 +235,7 @@ class Unfamiliar:
     def __call__(self, image):
         return 0.0
 
-    def predict_familiar(self, image):
+    def predict_familiar(self, image, *, normalized=None):
         return np.array([0.0]), np.array([False])
 
 
