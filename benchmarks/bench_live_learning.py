@@ -24,7 +24,7 @@ def images_per_s(learn: bool) -> tuple[float, float]:
     engine(autonomous_survey(stm, max_images=IMAGES, mode="training", agent=agent,
                              learn=learn))
     rate = IMAGES / (time.perf_counter() - start)
-    moved = sum(float((p - b).norm()) for p, b in zip(agent.network.parameters(), before,
+    moved = sum(float((p.detach() - b).norm()) for p, b in zip(agent.network.parameters(), before,
                                                         strict=True))
     return rate, moved
 
