@@ -184,15 +184,14 @@ class _Survey:
         progress = self.state.load_progress()
         if progress is not None:
             self.policy.restore(progress.get("policy"), source=str(self.state.progress))
-            self._replay_journal_tail()
+            self._replay_journal_tail(progress)
         self.choices.restore(self.state.agent)
 
-    def _replay_journal_tail(self) -> None:
+    def _replay_journal_tail(self, progress: dict) -> None:
         """A killed run's last steps, journaled after the state was saved, into the navigation.
 
         The journal itself reaches Tiled through `JournaledTiledWriter` when the new run starts.
         """
-        progress = self.state.load_progress() or {}
         run_uid, done = progress.get("run"), progress.get("recorded") or {}
         path = journal_path(self.state.journal, run_uid) if run_uid else None
         if path is None or not path.exists():

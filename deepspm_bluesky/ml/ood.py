@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .qnetwork import pooled
+
 SHRINKAGE = 0.1  # covariance pulled this far towards its diagonal (well conditioned)
 QUANTILE = 0.95  # familiar images flagged by chance: 1 - QUANTILE (see the module notes)
 
@@ -39,8 +41,7 @@ HISTOGRAM_BINS = 12
 
 def network_features(network: nn.Module, batch: Tensor) -> Tensor:
     """Global average and max pooling of the trunk's output, (n, 2 * channels)."""
-    maps = network.trunk(batch)
-    return torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1)
+    return pooled(network.trunk(batch))
 
 
 def image_statistics(images: np.ndarray) -> np.ndarray:
