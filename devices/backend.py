@@ -7,11 +7,14 @@ All quantities are SI (metres, volts, amperes, seconds). Implementations: the si
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from deepspm_bluesky.actions import Action
+
+if TYPE_CHECKING:
+    from .transport import Link, Outage
 
 DEFAULT_SCAN_SPEED_M_S = 80e-9  # DeepSPM's tip speed along a line (Krull et al., Methods)
 SCAN_TIMEOUT_FACTOR = 2.0  # a scan may take this many times its expected duration ...
@@ -117,3 +120,33 @@ class Described(Protocol):
 
     def instrument_metadata(self) -> dict:
         """Backend name, address and what the instrument reported (JSON-compatible)."""
+
+
+class LinkedBackend:
+    """What the network backends share: a `transport.Link` (``self.link``) and scan timeouts
+    that follow the tip speed (``timeouts_s``, ``scan_margin_s``, ``scan_speed_hint_m_s``)."""
+
+    link: Link
+    timeouts_s: dict[str, float]
+    scan_margin_s: float
+    scan_speed_hint_m_s: float = DEFAULT_SCAN_SPEED_M_S
+
+    def close(self) -> None:
+        self.link.close()
+
+    def take_outages(self) -> list[Outage]:
+        """The outages that ended since the last call."""
+        return self.link.take_outages()
+
+    def use_scan_speed(self, speed_m_s: float) -> None:
+        """The tip speed the instrument scans at (m/s): scan timeouts follow it."""
+        if not speed_m_s > 0:
+            raise ValueError(f"scan speed must be positive, got {speed_m_s} m/s")
+        self.scan_speed_hint_m_s = float(speed_m_s)
+
+    def scan_timeout_s(self, size_m: float, pixels: int) -> float:
+        """How long a scan of this frame is waited for."""
+        if "scan" in self.timeouts_s:
+            return self.timeouts_s["scan"]
+        return scan_timeout_s(size_m, pixels, self.scan_speed_hint_m_s,
+                              margin_s=self.scan_margin_s)

@@ -30,7 +30,7 @@ import numpy as np
 from deepspm_bluesky.actions import Action
 from deepspm_bluesky.servers import labview_wire as wire
 
-from .backend import DEFAULT_SCAN_SPEED_M_S, SCAN_TIMEOUT_MARGIN_S, scan_timeout_s
+from .backend import SCAN_TIMEOUT_MARGIN_S, LinkedBackend
 from .stm import STM
 from .transport import (
     DEFAULT_OUTAGE_S,
@@ -38,7 +38,6 @@ from .transport import (
     InstrumentError,
     Link,
     MalformedReply,
-    Outage,
     UnsupportedRequest,
 )
 
@@ -56,7 +55,7 @@ TEXT_QUIET_S = 0.05  # a text reply is complete when nothing more arrives for th
 MAX_TEXT_BYTES = 4096
 
 
-class LabVIEWBackend:
+class LabVIEWBackend(LinkedBackend):
     """The STM backend calls, spoken to a DeepSPM LabVIEW instrument server.
 
     Parameters
@@ -116,33 +115,12 @@ class LabVIEWBackend:
         self.text_quiet_s, self.scan_margin_s = text_quiet_s, scan_margin_s
         self.link = Link(host, port, outage_s=outage_s, retries=retries,
                          retry_delay_s=retry_delay_s, connect_timeout_s=connect_timeout_s)
-        self.scan_speed_hint_m_s = DEFAULT_SCAN_SPEED_M_S
         self._reported: dict[str, float] = {}
 
     @property
     def connection(self):
         """The `transport.TCPConnection` under the link."""
         return self.link.connection
-
-    def close(self) -> None:
-        self.link.close()
-
-    def take_outages(self) -> list[Outage]:
-        """The outages that ended since the last call."""
-        return self.link.take_outages()
-
-    def use_scan_speed(self, speed_m_s: float) -> None:
-        """The tip speed the instrument scans at (m/s): scan timeouts follow it."""
-        if not speed_m_s > 0:
-            raise ValueError(f"scan speed must be positive, got {speed_m_s} m/s")
-        self.scan_speed_hint_m_s = float(speed_m_s)
-
-    def scan_timeout_s(self, size_m: float, pixels: int) -> float:
-        """How long a scan of this frame is waited for."""
-        if "scan" in self.timeouts_s:
-            return self.timeouts_s["scan"]
-        return scan_timeout_s(size_m, pixels, self.scan_speed_hint_m_s,
-                              margin_s=self.scan_margin_s)
 
     def instrument_metadata(self) -> dict:
         """Backend, address, protocol extensions and the ranges the server reported."""

@@ -41,7 +41,7 @@ from nanonis_spm import Nanonis
 from deepspm_bluesky.actions import Action
 from deepspm_bluesky.spmfiles import to_our_row_order
 
-from .backend import DEFAULT_SCAN_SPEED_M_S, SCAN_TIMEOUT_MARGIN_S, scan_timeout_s
+from .backend import SCAN_TIMEOUT_MARGIN_S, LinkedBackend
 from .stm import STM
 from .transport import (
     DEFAULT_OUTAGE_S,
@@ -49,7 +49,6 @@ from .transport import (
     InstrumentError,
     Link,
     MalformedReply,
-    Outage,
     TCPConnection,
 )
 
@@ -103,7 +102,7 @@ class LibrarySocket:
         self.connection.close()
 
 
-class NanonisBackend:
+class NanonisBackend(LinkedBackend):
     """The STM backend calls as Nanonis TCP commands.
 
     Parameters
@@ -168,29 +167,8 @@ class NanonisBackend:
         self.connection = self.link.connection
         self._socket = LibrarySocket(self.connection)
         self.nanonis = Nanonis(self._socket)
-        self.scan_speed_hint_m_s = DEFAULT_SCAN_SPEED_M_S
         self._pixels: int | None = None
         self._piezo_m: tuple[float, float, float] | None = None
-
-    def close(self) -> None:
-        self.link.close()
-
-    def take_outages(self) -> list[Outage]:
-        """The outages that ended since the last call."""
-        return self.link.take_outages()
-
-    def use_scan_speed(self, speed_m_s: float) -> None:
-        """The tip speed the controller scans at (m/s): scan timeouts follow it."""
-        if not speed_m_s > 0:
-            raise ValueError(f"scan speed must be positive, got {speed_m_s} m/s")
-        self.scan_speed_hint_m_s = float(speed_m_s)
-
-    def scan_timeout_s(self, size_m: float, pixels: int) -> float:
-        """How long a scan of this frame is waited for (Scan.WaitEndOfScan's timeout)."""
-        if "scan" in self.timeouts_s:
-            return self.timeouts_s["scan"]
-        return scan_timeout_s(size_m, pixels, self.scan_speed_hint_m_s,
-                              margin_s=self.scan_margin_s)
 
     def instrument_metadata(self) -> dict:
         """Backend, address, Z channel and the piezo ranges the controller reported."""

@@ -332,11 +332,7 @@ class Link:
                                                f" after {late_replies} attempts; last error: "
                                                f"{exc}") from exc
                         continue
-                    if outage is None:
-                        outage = self._begin(label, exc)
-                    else:
-                        outage.attempts += 1
-                    self._wait_or_give_up(label, outage, exc)
+                    outage = self._failed_again(label, outage, exc)
                 else:
                     self._recovered(outage, label)
                     return result
@@ -345,6 +341,16 @@ class Link:
         log.warning("%s: connection to %s lost (%s); retrying for up to %.0f s", label,
                     self.address, exc, self.outage_s)
         return _Outage(self._clock(), self._monotonic(), f"{label}: {exc}")
+
+    def _failed_again(self, label: str, outage: _Outage | None,
+                      exc: BaseException) -> _Outage:
+        """Count a failed attempt (opening the outage on the first), then wait or give up."""
+        if outage is None:
+            outage = self._begin(label, exc)
+        else:
+            outage.attempts += 1
+        self._wait_or_give_up(label, outage, exc)
+        return outage
 
     def _wait_or_give_up(self, label: str, outage: _Outage, exc: BaseException) -> None:
         """Sleep before the next attempt, or raise once the outage has lasted too long."""
@@ -366,11 +372,7 @@ class Link:
             try:
                 self.connection.open()
             except OSError as exc:
-                if outage is None:
-                    outage = self._begin(label, exc)
-                else:
-                    outage.attempts += 1
-                self._wait_or_give_up(label, outage, exc)
+                outage = self._failed_again(label, outage, exc)
             else:
                 self._recovered(outage, label)
                 return
