@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from faults import count_calls
 
 from deepspm_bluesky.actions import load_actions
 from deepspm_bluesky.devices import InstrumentUnreachable, OutcomeUnknown, labview_stm
@@ -311,18 +312,6 @@ ACTS = {  # request verb: (backend call, simulator method that does it)
     "approach": (lambda b: b.approach(), "approach"),
     "movearea": (lambda b: b.move_area(), "move_area"),
 }
-
-
-def count_calls(microscope, method: str) -> list:
-    """Note each call of `method` on this simulator instance."""
-    calls, original = [], getattr(microscope, method)
-
-    def counted(*args):
-        calls.append(args)
-        return original(*args)
-
-    setattr(microscope, method, counted)
-    return calls
 
 
 @pytest.mark.parametrize("verb", list(ACTS))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from faults import count_calls
 
 from deepspm_bluesky.actions import load_actions
 from deepspm_bluesky.devices import (
@@ -250,17 +251,6 @@ ACTS = {  # acting command: (backend call, simulator method that does it)
     "AutoApproach.OnOffSet": (lambda b: (b.withdraw(), b.approach()), "approach"),
     "Motor.StartMove": (lambda b: b.move_area(), "move_area"),
 }
-
-
-def count_calls(microscope, method: str) -> list:
-    calls, original = [], getattr(microscope, method)
-
-    def counted(*args):
-        calls.append(args)
-        return original(*args)
-
-    setattr(microscope, method, counted)
-    return calls
 
 
 @pytest.mark.parametrize("case", list(ACTS))
