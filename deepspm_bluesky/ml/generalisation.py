@@ -27,6 +27,7 @@ from .evaluation import roc_auc
 from .training import TrainingSettings, train_classifier
 
 ALL = "(all)"
+QUANTILES = (0.95, 0.99, 0.999)  # thresholds of familiarity compared in each row
 
 
 @dataclass
@@ -69,6 +70,8 @@ def held_out_row(sets: dict[str, FamilySets], held_out: str,
     result = train_classifier(train, validation, settings, progress=False)
     classifier = result.classifier
     classifier.fit_familiarity(train.images[:4000], validation.images)
+    reference = classifier.unfamiliarity(validation.images, normalized=True)
+    thresholds = {q: float(np.quantile(reference, q)) for q in QUANTILES}
     row = {"held_out": held_out, "steps": result.steps, "seconds": round(result.seconds, 1)}
     groups = {"trained": _concatenate([sets[f] for f in trained], "test")}
     if held_out != ALL:
@@ -78,6 +81,9 @@ def held_out_row(sets: dict[str, FamilySets], held_out: str,
         row[f"auc_{name}"] = roc_auc(test.labels, scores)
         row[f"unfamiliar_{name}"] = float(np.mean(~classifier.familiar(test.images,
                                                                        normalized=True)))
+        distance = classifier.unfamiliarity(test.images, normalized=True)
+        row[f"unfamiliar_by_quantile_{name}"] = {
+            str(q): float(np.mean(distance > t)) for q, t in thresholds.items()}
         good = test.labels == 1
         row[f"auc_by_state_{name}"] = {
             state: roc_auc(np.r_[test.labels[good], test.labels[test.states == state]],
