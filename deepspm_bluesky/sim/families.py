@@ -11,7 +11,12 @@ molecular islands. The tip acts on each family the same way, through the two arg
 - ``adsorbate_gain`` scales the apparent height of the features that carry the surface's
   contrast (molecules, adatoms, atoms, dangling bonds; negative inverts them), so a
   contaminated tip changes the contrast of graphite's atoms as it does that of molecules;
-- double tips and instability act on the heights after they are drawn (`render`).
+- double tips and instability act on the heights after they are drawn (`render`), and a
+  contaminated apex's adsorbate hops on and off it, switching the contrast in bands of scan
+  lines (`render.hopping_rows`);
+- every family carries a few point adsorbates or defects in a frame of its usual size
+  (`ADSORBATES_PER_NM2`), which a double tip doubles, a blunt one widens and a contaminated
+  one brightens or inverts, whatever the surface's own texture.
 
 A feature is drawn only where the pixels resolve it (pixel <= a third of its period or
 width), as the existing Ag(100) lattice is, so a 100 nm frame costs no more than a 10 nm one.
