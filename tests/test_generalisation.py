@@ -6,7 +6,7 @@ from deepspm_bluesky.ml.generalisation import ALL, read_out_rows, table
 
 
 def test_the_read_out_scores_each_held_out_family_and_all_of_them_in_a_table():
-    rows = read_out_rows(["au111", "graphite"], n_train=40, n_test=20, seed=3)
+    rows = read_out_rows(["au111", "graphite"], n_train=16, n_test=10, seed=3)
     assert [row["held_out"] for row in rows] == ["au111", "graphite", ALL]
     assert "auc_held_out" not in rows[-1]
     for row in rows:
