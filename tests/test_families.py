@@ -127,3 +127,20 @@ def test_a_periodic_sum_of_gaussians_equals_its_fourier_series(blur_m):
                               grid, grid, blur_m)
     series = _periodic_gaussians(grid, grid, vectors, basis, heights, sigmas, blur_m)
     np.testing.assert_allclose(series, explicit, atol=5e-13)  # 0.5 pm of truncation
+
+
+def test_a_contaminated_apex_switches_contrast_in_bands_of_lines_a_clean_one_never():
+    from deepspm_bluesky.sim.render import hopping_rows
+
+    assert hopping_rows(np.random.default_rng(0), 0.1, 64) is None  # a good tip's |contrast|
+    good = random_tip(np.random.default_rng(0), "good").evolve(contrast=0.0)
+    for family in ("graphite", "si111_7x7"):
+        images = {}
+        for name, contrast, hopping in (("hops", -1.8, True), ("stays", -1.8, False),
+                                        ("clean", 0.0, False)):
+            m = SimulatedMicroscope(seed=1, family=family, artifacts=0.0)
+            m.tip, m.hopping = good.evolve(contrast=contrast), hopping
+            images[name] = m.scan(0.0, 0.0, 4e-9, 64).astype(float)
+        to_stays, to_clean = (np.sqrt(np.mean((images["hops"] - images[k]) ** 2, axis=1))
+                              for k in ("stays", "clean"))
+        assert np.any(to_clean < to_stays / 2) and np.any(to_stays < to_clean / 2), family

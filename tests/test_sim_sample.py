@@ -114,3 +114,16 @@ def test_a_dip_mark_is_a_crater_with_a_rim_taller_than_the_debris_limit():
     assert marks.height.min() < 0 < marks.height.max()
     heights = gaussian_image(marks.xy, marks.height, marks.sigma, GRID, GRID)
     assert np.ptp(heights) >= 6e-10
+
+
+def test_the_bumps_near_a_box_are_exactly_those_whose_4_sigma_disc_reaches_it():
+    rng = np.random.default_rng(7)
+    bumps = Gaussians(rng.uniform(-400e-9, 400e-9, (3000, 2)), rng.uniform(0, 1e-9, 3000),
+                      rng.uniform(0.2e-9, 8e-9, 3000))
+    for _ in range(50):
+        x0, y0 = rng.uniform(-450e-9, 400e-9, 2)
+        x1, y1 = x0 + rng.uniform(1e-9, 60e-9), y0 + rng.uniform(1e-9, 60e-9)
+        m = 4 * bumps.sigma
+        x, y = bumps.xy.T
+        brute = np.flatnonzero((x + m > x0) & (x - m < x1) & (y + m > y0) & (y - m < y1))
+        np.testing.assert_array_equal(bumps.near(x0, x1, y0, y1), brute)

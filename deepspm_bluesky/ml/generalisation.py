@@ -5,7 +5,10 @@ and tested on F, a stand-in for a real sample it has never seen; the same classi
 feature density (`ood`) should call F unfamiliar and the trained families familiar.
 
 Run ``python -m deepspm_bluesky.ml.generalisation --help`` (several processes, one family
-each, so a many-core machine runs the whole table in minutes).
+each, so a many-core machine runs the whole table in minutes). ``--read-out`` is the cheap
+version for a CPU: the shipped classifier's features stay fixed and only a logistic
+read-out of them is fitted per held-out family, which asks whether the simulator's tip
+defects look alike on every surface rather than how well a retrained network generalises.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import torch
 
 from deepspm_bluesky.sim import FAMILIES
 
+from .classifier import TipClassifier
 from .data import LabelledImages, simulated_dataset
 from .evaluation import roc_auc
 from .training import TrainingSettings, train_classifier
 
 ALL = "(all)"
+QUANTILES = (0.95, 0.99, 0.999)  # thresholds of familiarity compared in each row
 
 
 @dataclass
@@ -69,6 +74,8 @@ def held_out_row(sets: dict[str, FamilySets], held_out: str,
     result = train_classifier(train, validation, settings, progress=False)
     classifier = result.classifier
     classifier.fit_familiarity(train.images[:4000], validation.images)
+    reference = classifier.unfamiliarity(validation.images, normalized=True)
+    thresholds = {q: float(np.quantile(reference, q)) for q in QUANTILES}
     row = {"held_out": held_out, "steps": result.steps, "seconds": round(result.seconds, 1)}
     groups = {"trained": _concatenate([sets[f] for f in trained], "test")}
     if held_out != ALL:
@@ -78,6 +85,9 @@ def held_out_row(sets: dict[str, FamilySets], held_out: str,
         row[f"auc_{name}"] = roc_auc(test.labels, scores)
         row[f"unfamiliar_{name}"] = float(np.mean(~classifier.familiar(test.images,
                                                                        normalized=True)))
+        distance = classifier.unfamiliarity(test.images, normalized=True)
+        row[f"unfamiliar_by_quantile_{name}"] = {
+            str(q): float(np.mean(distance > t)) for q, t in thresholds.items()}
         good = test.labels == 1
         row[f"auc_by_state_{name}"] = {
             state: roc_auc(np.r_[test.labels[good], test.labels[test.states == state]],
@@ -110,18 +120,66 @@ def _row_args(args) -> dict:
     return held_out_row(*args)
 
 
+def read_out_rows(families: Sequence[str] = FAMILIES, *, n_train: int = 300,
+                  n_test: int = 150, seed: int = 0,
+                  classifier: TipClassifier | None = None) -> list[dict]:
+    """Leave-one-family-out of a logistic read-out of `classifier`'s fixed features
+    (`TipClassifier.features`; default: the shipped weights), one row per held-out family,
+    then one for all families (`ALL`); test images from seed ``seed + 1000``."""
+    classifier = classifier or TipClassifier.pretrained()
+    features = {}
+    for family in families:
+        sets = family_sets(family, n_train=n_train, n_test=n_test, seed=seed)
+        features[family] = {part: (classifier.features(d.images, normalized=True), d.labels)
+                            for part, d in (("train", sets.train), ("test", sets.test))}
+    rows = []
+    for held_out in [*families, ALL]:
+        trained = [f for f in families if f != held_out]
+        x, y = (np.concatenate([features[f]["train"][i] for f in trained]) for i in (0, 1))
+        score = _logistic_read_out(x, y)
+        tx, ty = (np.concatenate([features[f]["test"][i] for f in trained]) for i in (0, 1))
+        row = {"held_out": held_out, "auc_trained": roc_auc(ty, score(tx))}
+        if held_out != ALL:
+            hx, hy = features[held_out]["test"]
+            row["auc_held_out"] = roc_auc(hy, score(hx))
+        rows.append(row)
+    return rows
+
+
+def _logistic_read_out(x: np.ndarray, y: np.ndarray, l2: float = 1e-3):
+    """A logistic regression on standardised features (L-BFGS); returns the scoring function."""
+    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-9
+    features = torch.tensor((x - mean) / std, dtype=torch.float64)
+    labels = torch.tensor(y, dtype=torch.float64)
+    w = torch.zeros(features.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS([w, b], max_iter=300)
+
+    def closure():
+        optimiser.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(features @ w + b, labels)
+        loss = loss + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    w, b = w.detach().numpy(), float(b.detach())
+    return lambda z: ((z - mean) / std) @ w + b
+
+
 def table(rows: list[dict]) -> str:
     """A Markdown table of `leave_one_family_out` rows."""
     lines = ["| held-out family | ROC-AUC held out | ROC-AUC trained families "
              "| unfamiliar held out | unfamiliar trained | steps |",
              "|---|---|---|---|---|---|"]
+    def cell(row: dict, key: str, spec: str) -> str:
+        return "-" if row.get(key) is None else format(row[key], spec)
+
     for row in rows:
-        held = row.get("auc_held_out")
         lines.append(
-            f"| {row['held_out']} | {'-' if held is None else f'{held:.4f}'} "
-            f"| {row['auc_trained']:.4f} "
-            f"| {'-' if held is None else format(row['unfamiliar_held_out'], '.1%')} "
-            f"| {row['unfamiliar_trained']:.1%} | {row['steps']} |")
+            f"| {row['held_out']} | {cell(row, 'auc_held_out', '.4f')} "
+            f"| {row['auc_trained']:.4f} | {cell(row, 'unfamiliar_held_out', '.1%')} "
+            f"| {cell(row, 'unfamiliar_trained', '.1%')} | {cell(row, 'steps', 'd')} |")
     return "\n".join(lines)
 
 
@@ -135,12 +193,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="torch device of the trainings")
     parser.add_argument("--output", type=Path, default=None, help="JSON file of the rows")
+    parser.add_argument("--read-out", action="store_true",
+                        help="only fit a logistic read-out of the shipped classifier's features")
     args = parser.parse_args(argv)
-    settings = replace(TrainingSettings(), seed=args.seed, max_steps=args.steps,
-                       threads=args.threads, device=args.device)
-    rows = leave_one_family_out(FAMILIES, n_train=args.train_per_family,
-                                n_test=args.test_per_family, seed=args.seed,
-                                settings=settings, processes=args.processes)
+    if args.read_out:
+        torch.set_num_threads(args.threads)
+        rows = read_out_rows(FAMILIES, n_train=args.train_per_family,
+                             n_test=args.test_per_family, seed=args.seed)
+    else:
+        settings = replace(TrainingSettings(), seed=args.seed, max_steps=args.steps,
+                           threads=args.threads, device=args.device)
+        rows = leave_one_family_out(FAMILIES, n_train=args.train_per_family,
+                                    n_test=args.test_per_family, seed=args.seed,
+                                    settings=settings, processes=args.processes)
     print(table(rows))
     if args.output is not None:
         args.output.write_text(json.dumps(rows, indent=1) + "\n")

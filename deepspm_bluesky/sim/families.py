@@ -11,7 +11,12 @@ molecular islands. The tip acts on each family the same way, through the two arg
 - ``adsorbate_gain`` scales the apparent height of the features that carry the surface's
   contrast (molecules, adatoms, atoms, dangling bonds; negative inverts them), so a
   contaminated tip changes the contrast of graphite's atoms as it does that of molecules;
-- double tips and instability act on the heights after they are drawn (`render`).
+- double tips and instability act on the heights after they are drawn (`render`), and a
+  contaminated apex's adsorbate hops on and off it, switching the contrast in bands of scan
+  lines (`render.hopping_rows`);
+- every family carries a few point adsorbates or defects in a frame of its usual size
+  (`ADSORBATES_PER_NM2`), which a double tip doubles, a blunt one widens and a contaminated
+  one brightens or inverts, whatever the surface's own texture.
 
 A feature is drawn only where the pixels resolve it (pixel <= a third of its period or
 width), as the existing Ag(100) lattice is, so a 100 nm frame costs no more than a 10 nm one.
@@ -258,7 +263,7 @@ def _periodic_gaussians(gx: np.ndarray, gy: np.ndarray, vectors: np.ndarray,
     return summed_outer(np.concatenate([ey.real, -ey.imag]), np.concatenate([ex.real, ex.imag]))
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=512)
 def _fourier_coefficients(vectors: tuple, basis: tuple, heights: tuple, sigmas: tuple,
                           blur_m: float) -> tuple[np.ndarray, np.ndarray]:
     """Reciprocal vectors G (m, 2) and coefficients c_G (m,) of `_periodic_gaussians`
@@ -461,10 +466,11 @@ FAMILIES = (DEFAULT_FAMILY, *_MAKERS)
 Si(111)-7x7 adatoms, H:Si(100) dimer rows, graphite, dense molecular islands, vicinal
 surfaces with step bunches, and adsorbate clusters of all sizes."""
 RANDOM_FAMILY = "random"
-ADSORBATES_PER_NM2 = {  # coverage range of point adsorbates and defects (per nm^2)
-    "au111": (0.005, 0.03), "si111_7x7": (0.003, 0.015), "h_si100": (0.003, 0.015),
-    "graphite": (0.005, 0.03), "molecular_islands": (0.003, 0.01),
-    "step_bunches": (0.005, 0.03), "clusters": (0.003, 0.01),
+ADSORBATES_PER_NM2 = {  # coverage of point adsorbates and defects (per nm^2): a few in a
+    # frame of the family's usual size (`FRAME_NM`), so that every frame shows the tip
+    "au111": (0.02, 0.08), "si111_7x7": (0.02, 0.06), "h_si100": (0.05, 0.15),
+    "graphite": (0.2, 0.6), "molecular_islands": (0.01, 0.03),
+    "step_bunches": (0.03, 0.08), "clusters": (0.03, 0.08),
 }
 FRAME_NM = {  # frame sides (nm) at which each family is usually imaged and shows its texture
     DEFAULT_FAMILY: (8.0, 15.0), "au111": (4.0, 30.0), "si111_7x7": (6.0, 20.0),

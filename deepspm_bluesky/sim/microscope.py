@@ -97,6 +97,7 @@ class SimulatedMicroscope:
             raise ValueError(f"unknown surface family {family!r}; known: {FAMILIES} "
                              f"or {RANDOM_FAMILY!r}")
         self.family = family
+        self.hopping = family is not None
         self.artifacts_level = (0.0 if family is None else 1.0) if artifacts is None \
             else float(artifacts)
         if not self.artifacts_level >= 0:
@@ -295,6 +296,12 @@ class SimulatedMicroscope:
         gy = y_m + offsets + drift[:, 1]
         gain = render.electronic_gain(self.bias_v, self.setpoint_a)
         image = render.topography(self.sample, tip, gx, gy, gain=gain, bias_v=self.bias_v)
+        aside = render.hopping_rows(self._noise_rng, tip.contrast, pixels) \
+            if self.hopping else None
+        if aside is not None:  # the lines scanned while the adsorbate sat beside the apex
+            clean = tip.evolve(contrast=0.0)
+            image[aside] = render.topography(self.sample, clean, gx, gy[aside], gain=gain,
+                                             bias_v=self.bias_v)
         if pad:
             image = render.sheared(image, shift_px, pad)
         image += self.tilt[0] * (x_m + offsets)[None, :] + self.tilt[1] * gy[:, None]

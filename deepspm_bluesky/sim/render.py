@@ -22,6 +22,9 @@ REFERENCE_SETPOINT_A = 25e-12
 STREAK_FILL = 0.25  # fraction of a streaky line's pixels that spike
 ALWAYS_DRAWN_M = 1e-10  # a protrusion retracted less than this is drawn without a bound
 CENTRE_GAIN_PER_CONTRAST = 3.0  # a brighter-imaging (contaminated) tip lights up the centre
+CLEAN_CONTRAST = 0.1  # a tip whose |contrast| is at most this carries nothing that hops
+HOPS_PER_CONTRAST = 0.15  # per scan line and unit of |contrast| beyond a clean tip's
+MAX_HOPS_PER_LINE = 0.3
 
 
 def electronic_gain(bias_v: float, setpoint_a: float) -> float:
@@ -126,6 +129,22 @@ def instability(rng: np.random.Generator, level: float, rows: int, cols: int) ->
     spikes = rng.random((streaks.size, cols)) < STREAK_FILL
     out[streaks] += spikes * np.abs(rng.normal(0, STREAK_M, (streaks.size, cols)))
     return out
+
+
+def hopping_rows(rng: np.random.Generator, contrast: float, rows: int) -> np.ndarray | None:
+    """Scan lines imaged while the adsorbate on a contaminated apex sits aside, or None.
+
+    A picked-up adsorbate is loosely bound: it hops between the apex and a site beside it,
+    so the contrast switches between the contaminated and the clean one at random lines
+    (telegraph noise, `HOPS_PER_CONTRAST` per line and unit of |contrast| beyond
+    `CLEAN_CONTRAST`). Whatever the surface, the image then shows bands of two contrasts.
+    """
+    rate = min(MAX_HOPS_PER_LINE, HOPS_PER_CONTRAST * (abs(contrast) - CLEAN_CONTRAST))
+    if rate <= 0:
+        return None
+    flips = rng.random(rows) < rate
+    aside = (np.cumsum(flips) + rng.integers(2)) % 2 == 1
+    return aside if aside.any() else None
 
 
 @dataclass(frozen=True)

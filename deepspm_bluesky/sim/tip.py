@@ -12,7 +12,9 @@ How each property shapes an image (see `deepspm_bluesky.sim.render`):
 - ``blur_m``: the effective apex radius; features are convolved with a Gaussian ("blunt").
 - ``instability``: per-line probability of a jump of the tip height or a streak ("unstable").
 - ``contrast``: relative change of the apparent height of adsorbates after the tip picked
-  something up; below -1 molecules appear as depressions ("contaminated").
+  something up; below -1 molecules appear as depressions ("contaminated"). On the surface
+  families (`sim.families`) the picked-up adsorbate also hops on and off the apex, so the
+  contrast switches in bands of scan lines (`render.hopping_rows`) whatever the surface.
 - ``crashed``: the tip is stuck in the sample and the image is perfectly flat.
 - ``in_contact``: out of tunnelling contact the z piezo sits at its retracted limit.
 """
