@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -18,6 +19,8 @@ from tiled.catalog.adapter import DatabaseInitializationError
 from tiled.client import Context, from_context, from_uri
 from tiled.config import Authentication
 from tiled.server.app import build_app
+from tiled.storage import EmbeddedSQLStorage, register_storage
+from tiled.utils import ensure_uri, path_from_uri
 
 from .surveys import list_surveys as list_surveys  # re-exported: finding data lives here
 from .surveys import search_surveys as search_surveys
@@ -67,12 +70,27 @@ def catalog_adapter(directory: str | os.PathLike, *, database: str | None = None
         if not create:
             raise CatalogError(f"no catalog in {directory} (no catalog.db there)")
         directory.mkdir(parents=True, exist_ok=True)
-    storage = [str(directory / "data"), f"sqlite:///{directory / 'tables.db'}"]
-    if not os.access(directory, os.W_OK):  # read-only: Tiled must neither init nor write
+    tables = f"sqlite:///{directory / 'tables.db'}"
+    if not os.access(directory, os.W_OK):  # a read-only mount or archive: read, never init
+        register_storage(ReadOnlySQLiteStorage(ensure_uri(tables)))
         return catalog_from_uri(f"sqlite:///{directory / 'catalog.db'}", specs=ROOT_SPECS,
-                                readable_storage=storage)
+                                readable_storage=[str(directory / "data")])
     return catalog_from_uri(f"sqlite:///{directory / 'catalog.db'}", init_if_not_exists=True,
-                            specs=ROOT_SPECS, writable_storage=storage)
+                            specs=ROOT_SPECS, writable_storage=[str(directory / "data"), tables])
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadOnlySQLiteStorage(EmbeddedSQLStorage):
+    """Tiled's SQLite table store, opened read-only.
+
+    Tiled opens its table store read-write, and refuses a folder it cannot write, even to
+    read; registered under the same URI, this one lets a read-only catalog be read.
+    """
+
+    def create_adbc_connection(self):
+        import adbc_driver_sqlite.dbapi
+
+        return adbc_driver_sqlite.dbapi.connect(f"file:{path_from_uri(self.uri)}?mode=ro")
 
 
 def _postgresql_adapter(directory: Path, database: str):
