@@ -75,7 +75,8 @@ def catalog_adapter(directory: str | os.PathLike, *, database: str | None = None
         register_storage(ReadOnlySQLiteStorage(ensure_uri(tables)))
         return catalog_from_uri(f"sqlite:///{directory / 'catalog.db'}", specs=ROOT_SPECS,
                                 readable_storage=[str(directory / "data")])
-    return catalog_from_uri(f"sqlite:///{directory / 'catalog.db'}", init_if_not_exists=True,
+    # initialising (a `tiled catalog init` subprocess, ~3 s) is for writers of a new catalog
+    return catalog_from_uri(f"sqlite:///{directory / 'catalog.db'}", init_if_not_exists=create,
                             specs=ROOT_SPECS, writable_storage=[str(directory / "data"), tables])
 
 
