@@ -37,7 +37,7 @@ def draw_contact_sheet(dataset: xr.Dataset, path: str | Path, *, columns: int = 
         raise ValueError("the survey has no images to draw")
     columns = min(columns, count)
     rows = math.ceil(count / columns)
-    fig = Figure(figsize=(1.9 * columns, 2.1 * rows + 0.6), layout="constrained")
+    fig = Figure(figsize=(max(1.9 * columns, 4.5), 2.1 * rows + 0.8), layout="constrained")
     FigureCanvasAgg(fig)
     axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
     half_nm = dataset.attrs["frame_size_m"] / 2 * 1e9
@@ -69,7 +69,7 @@ def _levelled(heights: np.ndarray) -> np.ndarray:
 
 def _heading(dataset: xr.Dataset) -> str:
     attrs = dataset.attrs
-    parts = [f"run {str(attrs.get('uid', ''))[:8]}", f"{dataset.sizes['image']} images",
-             f"{attrs['frame_size_m'] * 1e9:g} nm frames, heights in pm above the plane"]
-    parts += [f"{key} {attrs[key]}" for key in ("sample", "operator") if key in attrs]
-    return ", ".join(parts)
+    first = [f"run {str(attrs.get('uid', ''))[:8]}", f"{dataset.sizes['image']} images"]
+    first += [f"{key} {attrs[key]}" for key in ("sample", "operator") if key in attrs]
+    return (", ".join(first)
+            + f"\n{attrs['frame_size_m'] * 1e9:g} nm frames, heights in pm above the plane")
