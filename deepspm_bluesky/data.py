@@ -98,17 +98,18 @@ def _postgresql_adapter(directory: Path, database: str):
     """Metadata and scalar tables in PostgreSQL, arrays as zarr files under `directory`."""
     scheme = database.split("://", 1)[0] if "://" in database else ""
     if scheme not in ("postgresql", "postgresql+asyncpg"):
-        raise CatalogError(f"--database must be a postgresql://user@host:port/name URI, "
+        raise CatalogError(f"the database must be a postgresql://user@host:port/name URI, "
                            f"got {redact(database)!r}")
-    directory.mkdir(parents=True, exist_ok=True)
     try:
-        return catalog_from_uri(database, init_if_not_exists=True, specs=ROOT_SPECS,
-                                writable_storage=[str(directory / "data"),
-                                                  database.replace("+asyncpg", "")])
+        adapter = catalog_from_uri(database, init_if_not_exists=True, specs=ROOT_SPECS,
+                                   writable_storage=[str(directory / "data"),
+                                                     database.replace("+asyncpg", "")])
     except DatabaseInitializationError as error:
         lines = [line for line in str(error).splitlines() if line.strip()]
         raise CatalogError(f"cannot open the catalog database {redact(database)}: "
                            f"{lines[-1] if lines else 'initialisation failed'}") from None
+    directory.mkdir(parents=True, exist_ok=True)  # only once the database answered
+    return adapter
 
 
 def redact(uri: str) -> str:

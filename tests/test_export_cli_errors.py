@@ -83,7 +83,7 @@ def outcomes(tmp_path_factory):
 @pytest.mark.parametrize(("case", "message"), [
     ("missing catalog", "error: no catalog in "),
     ("unknown run", "error: no run 'no-such-run' in the catalog"),
-    ("not postgresql", "error: --database must be a postgresql://user@host:port/name URI"),
+    ("not postgresql", "error: the database must be a postgresql://user@host:port/name URI"),
     ("no postgresql there", "error: cannot open the catalog database postgresql://user:***@"),
 ])
 def test_an_expected_failure_is_one_line_and_exit_status_2(outcomes, case, message):
@@ -94,10 +94,11 @@ def test_an_expected_failure_is_one_line_and_exit_status_2(outcomes, case, messa
     assert "Traceback" not in out + err and "hunter2" not in out + err
 
 
-def test_export_never_creates_a_mistyped_catalog(outcomes):
+def test_a_failed_export_or_serve_creates_no_folder(outcomes):
     root = outcomes["root"]
     assert not (root / "mistyped").exists()
     assert not (root / "out1").exists()
+    assert not (root / "served").exists()  # nor does serve, when its database is wrong
 
 
 def test_a_read_only_catalog_is_read_and_exported_unchanged(outcomes):
