@@ -173,51 +173,91 @@ def serve(
         str | None,
         typer.Option(envvar="TILED_SINGLE_USER_API_KEY", help="API key (random if unset)."),
     ] = None,
+    database: Annotated[
+        str | None,
+        typer.Option(envvar="DEEPSPM_DATABASE",
+                     help="PostgreSQL URI (postgresql://user:password@host:port/name) for the "
+                          "metadata and tables; the array files stay in --catalog."),
+    ] = None,
 ) -> None:
-    """Serve the catalog over HTTP with Tiled (same files as the embedded mode)."""
-    from deepspm_bluesky.data import default_catalog, serve_catalog
+    """Serve the catalog over HTTP with Tiled (same files as the embedded mode), or a
+    facility catalog with its metadata in PostgreSQL."""
+    from deepspm_bluesky.data import CatalogError, default_catalog, redact, run_app, serving_app
 
     key = api_key or secrets.token_hex(16)
     location = str(catalog) if catalog is not None else default_catalog()
-    typer.echo(f"serving {location} at http://{host}:{port}  api key: {key}")
-    serve_catalog(location, host=host, port=port, api_key=key)
+    try:
+        web_app = serving_app(location, api_key=key, database=database)
+    except CatalogError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    where = location if database is None else f"{location} with metadata in {redact(database)}"
+    typer.echo(f"serving {where} at http://{host}:{port}  api key: {key}")
+    run_app(web_app, host=host, port=port)
 
 
 class ExportFormat(StrEnum):
     files = "files"
     labels = "labels"
+    gwy = "gwy"
+    npz = "npz"
+    png = "png"
 
 
 @app.command()
 def export(
-    run: Annotated[str, typer.Argument(help="Run uid, or 'latest'.")],
+    run: Annotated[str, typer.Argument(help="Run uid (or its first characters), or 'latest'.")],
     out: Annotated[Path, typer.Option(help="Folder to write into.")] = Path("."),
     catalog: CatalogOption = None,
     format: Annotated[
-        ExportFormat, typer.Option(help="files: images (.npy) and tables (.csv); labels: "
-                                        "images into good/ and bad/ by their verdict.")
+        ExportFormat, typer.Option(help="gwy: Gwyddion file, one channel per image, metres; "
+                                        "npz: images with their coordinates; png: contact "
+                                        "sheet; labels: images into good/ and bad/ by verdict; "
+                                        "files: every stream as .csv and .npy.")
     ] = ExportFormat.files,
 ) -> None:
-    """Write a run's images (.npy) and its tables (.csv), or its judged images into good/
-    and bad/ folders (fix the misjudged ones, then train-classifier --init pretrained --data)."""
-    from deepspm_bluesky.data import open_catalog
-    from deepspm_bluesky.export import export_labels, export_run
+    """Write a run for SPM software (Gwyddion .gwy), numpy (.npz), people (a PNG contact
+    sheet), or the classifier (good/ and bad/ folders: fix the misjudged ones, then
+    train-classifier --init pretrained --data); never creates or changes the catalog."""
+    from deepspm_bluesky.data import CatalogError, open_catalog
 
-    client = open_catalog(catalog)
     try:
-        node = client[-1] if run == "latest" else client[run]
+        node = _find_run(open_catalog(catalog, create=False), run)
+        written = _export_as(format, node, out)
+    except (CatalogError, KeyError, OSError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        typer.echo(f"error: {message}", err=True)
+        raise typer.Exit(2) from None
+    for line in written:
+        typer.echo(line)
+
+
+def _find_run(client, run: str):
+    """The run `run` names (uid, its first characters, or 'latest'), or a KeyError."""
+    try:
+        return client[-1] if run == "latest" else client[run]
     except (KeyError, IndexError):
-        raise typer.BadParameter(f"no run {run!r} in the catalog") from None
+        raise KeyError(f"no run {run!r} in the catalog") from None
+
+
+def _export_as(format: ExportFormat, node, out: Path) -> list[str]:
+    """Export `node` into `out` as `format`; the lines to print."""
+    from deepspm_bluesky.contact_sheet import draw_contact_sheet
+    from deepspm_bluesky.export import export_labels, export_run, write_npz
+    from deepspm_bluesky.gwyddion import write_gwy
+    from deepspm_bluesky.surveys import survey_dataset
+
     if format == ExportFormat.labels:
-        try:
-            written = export_labels(node, out)
-        except KeyError as error:
-            raise typer.BadParameter(str(error)) from None
-        for name, paths in written.items():
-            typer.echo(f"{len(paths)} images in {Path(out) / name}")
-        return
-    for path in export_run(node, out):
-        typer.echo(f"wrote {path}")
+        return [f"{len(paths)} images in {Path(out) / name}"
+                for name, paths in export_labels(node, out).items()]
+    if format == ExportFormat.files:
+        return [f"wrote {path}" for path in export_run(node, out)]
+    dataset = survey_dataset(node)
+    writer = {ExportFormat.gwy: write_gwy, ExportFormat.npz: write_npz,
+              ExportFormat.png: draw_contact_sheet}[format]
+    out.mkdir(parents=True, exist_ok=True)
+    path = writer(dataset, out / f"{dataset.attrs['uid'][:8]}.{format.value}")
+    return [f"wrote {path} ({dataset.sizes['image']} images)"]
 
 
 @app.command()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import re
 import threading
 import time
 import warnings
@@ -13,9 +15,16 @@ import platformdirs
 from bluesky_tiled_plugins import TiledWriter
 from bluesky_tiled_plugins.writing.tiled_writer import _RunWriter
 from tiled.catalog import from_uri as catalog_from_uri
+from tiled.catalog.adapter import DatabaseInitializationError
 from tiled.client import Context, from_context, from_uri
 from tiled.config import Authentication
 from tiled.server.app import build_app
+from tiled.storage import EmbeddedSQLStorage, register_storage
+from tiled.utils import ensure_uri, path_from_uri
+
+from .surveys import list_surveys as list_surveys  # re-exported: finding data lives here
+from .surveys import search_surveys as search_surveys
+from .surveys import survey_dataset as survey_dataset
 
 ENV_VAR = "DEEPSPM_CATALOG"
 SIM_WRITE_BATCH = 200  # events per write for the simulator (one write costs ~75 ms) ...
@@ -32,21 +41,84 @@ def default_catalog() -> str:
     )
 
 
-def catalog_adapter(directory: str | os.PathLike):
-    """The Tiled adapter of a catalog directory: SQLite metadata, zarr arrays, SQL tables."""
+class CatalogError(ValueError):
+    """A catalog that cannot be opened or served as asked, with the reason in one line."""
+
+
+def catalog_adapter(directory: str | os.PathLike, *, database: str | None = None,
+                    create: bool = True):
+    """The Tiled adapter of a catalog: metadata in SQLite (or `database`), arrays as zarr files.
+
+    Parameters
+    ----------
+    directory
+        Folder of the data files (zarr arrays; with SQLite also ``catalog.db`` and the
+        scalar tables in ``tables.db``).
+    database
+        ``postgresql://user[:password]@host[:port]/name``: the metadata and the scalar tables
+        go into that PostgreSQL database instead (a facility's catalog; many writers).
+    create
+        Create the folder and the catalog if new; False raises `CatalogError` instead.
+        A folder that cannot be written (read-only mount) is opened for reading only.
+    """
     directory = Path(directory).expanduser().resolve()
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"catalog location {directory} is a file, not a directory")
-    directory.mkdir(parents=True, exist_ok=True)
-    return catalog_from_uri(
-        f"sqlite:///{directory / 'catalog.db'}",
-        init_if_not_exists=True,
-        specs=ROOT_SPECS,
-        writable_storage=[str(directory / "data"), f"sqlite:///{directory / 'tables.db'}"],
-    )
+    if database is not None:
+        return _postgresql_adapter(directory, database)
+    if not (directory / "catalog.db").is_file():
+        if not create:
+            raise CatalogError(f"no catalog in {directory} (no catalog.db there)")
+        directory.mkdir(parents=True, exist_ok=True)
+    tables = f"sqlite:///{directory / 'tables.db'}"
+    if not os.access(directory, os.W_OK):  # a read-only mount or archive: read, never init
+        register_storage(ReadOnlySQLiteStorage(ensure_uri(tables)))
+        return catalog_from_uri(f"sqlite:///{directory / 'catalog.db'}", specs=ROOT_SPECS,
+                                readable_storage=[str(directory / "data")])
+    # initialising (a `tiled catalog init` subprocess, ~3 s) is for writers of a new catalog
+    return catalog_from_uri(f"sqlite:///{directory / 'catalog.db'}", init_if_not_exists=create,
+                            specs=ROOT_SPECS, writable_storage=[str(directory / "data"), tables])
 
 
-def open_catalog(path_or_uri: str | os.PathLike | None = None, *, api_key: str | None = None):
+@dataclasses.dataclass(frozen=True)
+class ReadOnlySQLiteStorage(EmbeddedSQLStorage):
+    """Tiled's SQLite table store, opened read-only.
+
+    Tiled opens its table store read-write, and refuses a folder it cannot write, even to
+    read; registered under the same URI, this one lets a read-only catalog be read.
+    """
+
+    def create_adbc_connection(self):
+        import adbc_driver_sqlite.dbapi
+
+        return adbc_driver_sqlite.dbapi.connect(f"file:{path_from_uri(self.uri)}?mode=ro")
+
+
+def _postgresql_adapter(directory: Path, database: str):
+    """Metadata and scalar tables in PostgreSQL, arrays as zarr files under `directory`."""
+    scheme = database.split("://", 1)[0] if "://" in database else ""
+    if scheme not in ("postgresql", "postgresql+asyncpg"):
+        raise CatalogError(f"the database must be a postgresql://user@host:port/name URI, "
+                           f"got {redact(database)!r}")
+    try:
+        adapter = catalog_from_uri(database, init_if_not_exists=True, specs=ROOT_SPECS,
+                                   writable_storage=[str(directory / "data"),
+                                                     database.replace("+asyncpg", "")])
+    except DatabaseInitializationError as error:
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        raise CatalogError(f"cannot open the catalog database {redact(database)}: "
+                           f"{lines[-1] if lines else 'initialisation failed'}") from None
+    directory.mkdir(parents=True, exist_ok=True)  # only once the database answered
+    return adapter
+
+
+def redact(uri: str) -> str:
+    """`uri` with its password, if any, replaced by ``***`` (for messages and logs)."""
+    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", uri)
+
+
+def open_catalog(path_or_uri: str | os.PathLike | None = None, *, api_key: str | None = None,
+                 create: bool = True):
     """The Tiled client of a catalog directory (created if new) or of a served Tiled URI.
 
     Parameters
@@ -56,25 +128,43 @@ def open_catalog(path_or_uri: str | os.PathLike | None = None, *, api_key: str |
         None uses `default_catalog()`.
     api_key
         API key of a served Tiled.
+    create
+        Create a missing catalog directory; False raises `CatalogError` instead (readers,
+        such as export, never leave an empty catalog behind a mistyped path).
     """
     location = str(path_or_uri) if path_or_uri is not None else default_catalog()
     if location.startswith(("http://", "https://")):
         return from_uri(location, api_key=api_key)
+    adapter = catalog_adapter(location, create=create)
     logging.getLogger("tiled.server.app").setLevel(logging.WARNING)  # no version banner
     with warnings.catch_warnings():  # tiled's in-process transport warns about its own httpx use
         warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-        return from_context(Context.from_app(build_app(catalog_adapter(location))))
+        return from_context(Context.from_app(build_app(adapter)))
+
+
+def serving_app(directory: str | os.PathLike, *, api_key: str, database: str | None = None):
+    """The Tiled web app of a catalog, for clients with `api_key` (see `serve_catalog`)."""
+    if not api_key or not api_key.isalnum():
+        raise CatalogError("the API key must be non-empty and only letters and digits "
+                           "(Tiled's rule: it may travel in a URL)")
+    adapter = catalog_adapter(directory, database=database)
+    return build_app(adapter, Authentication(single_user_api_key=api_key))
 
 
 def serve_catalog(directory: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 8000,
-                  api_key: str) -> None:
-    """Serve a catalog directory over HTTP (blocks); clients need `api_key`."""
+                  api_key: str, database: str | None = None) -> None:
+    """Serve a catalog over HTTP (blocks); clients need `api_key`.
+
+    With `database` (``postgresql://...``) the metadata and scalar tables live in PostgreSQL
+    and the array files in `directory` (see `catalog_adapter`).
+    """
+    run_app(serving_app(directory, api_key=api_key, database=database), host=host, port=port)
+
+
+def run_app(app, *, host: str, port: int) -> None:
+    """Run a web app with uvicorn until interrupted."""
     import uvicorn
 
-    if not api_key or not api_key.isalnum():
-        raise ValueError("the API key must be non-empty and only letters and digits "
-                         "(Tiled's rule: it may travel in a URL)")
-    app = build_app(catalog_adapter(directory), Authentication(single_user_api_key=api_key))
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

@@ -1,7 +1,10 @@
-"""Export a run from Tiled to plain files: images as .npy, each stream's table as .csv; or
-the images sorted into ``good/`` and ``bad/`` folders by the verdict they were given, so that
-a person can move the misjudged ones and fine-tune the classifier on them
-(``deepspm-bluesky train-classifier --init pretrained --data FOLDER``)."""
+"""Export a run from Tiled to plain files: images as .npy, each stream's table as .csv; a
+survey's images with their coordinates as one .npz; or the images sorted into ``good/`` and
+``bad/`` folders by the verdict they were given, so that a person can move the misjudged ones
+and fine-tune the classifier on them
+(``deepspm-bluesky train-classifier --init pretrained --data FOLDER``).
+Gwyddion files and contact sheets: `deepspm_bluesky.gwyddion`, `deepspm_bluesky.contact_sheet`.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
 from .judging import GOOD_TIP_THRESHOLD
 
@@ -43,6 +47,26 @@ def export_run(run, out: str | Path) -> list[Path]:
                 np.save(path, stream.base[key].read())
                 written.append(path)
     return written
+
+
+def write_npz(dataset: xr.Dataset, path: str | Path) -> Path:
+    """Write a survey Dataset (`deepspm_bluesky.data.survey_dataset`) as one ``.npz``.
+
+    Every variable and coordinate is an array of its name (``height`` (n, rows, cols) in
+    metres, ``x``, ``y``, ``scan_x``, ``scan_y`` in metres, ``time``, ``verdict``, ...;
+    strings as unicode arrays, so ``numpy.load`` needs no pickle) and ``attrs`` is the
+    Dataset's attributes as JSON (frame size, bias, setpoint, uid, ...).
+    """
+    path = Path(path)
+    arrays = {name: _plain(dataset[name].to_numpy())
+              for name in [*dataset.data_vars, *dataset.coords]}
+    np.savez_compressed(path, **arrays, attrs=np.array(json.dumps(dataset.attrs, default=str)))
+    return path
+
+
+def _plain(array: np.ndarray) -> np.ndarray:
+    """Object arrays (strings) as unicode arrays: loadable without pickle."""
+    return array.astype(str) if array.dtype == object else array
 
 
 def export_labels(run, out: str | Path, *, threshold: float = GOOD_TIP_THRESHOLD,

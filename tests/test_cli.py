@@ -52,13 +52,6 @@ def test_export_writes_the_images_and_tables_of_a_run(tmp_path):
     assert len(list(out.glob("*_primary.csv"))) == 1
 
 
-def test_export_of_an_unknown_run_names_it(tmp_path):
-    result = run([str(BIN / "deepspm-bluesky"), "export", "no-such-run", "--catalog",
-                  str(tmp_path / "cat")])
-    assert result.returncode != 0
-    assert "no-such-run" in result.stderr
-
-
 def test_the_ipython_profile_binds_a_survey_that_runs_as_typed(tmp_path):
     catalog = tmp_path / "cat"
     ipython_dir = tmp_path / "ipython"
