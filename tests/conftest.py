@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import event_model
 import pytest
+import torch
 from bluesky import RunEngine
 
 from deepspm_bluesky.devices import simulated_stm
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores: one torch thread each, or they fight
+    torch.set_num_threads(1)
 
 
 @pytest.fixture
