@@ -197,19 +197,24 @@ def open_session(instrument: InstrumentSettings | None = None,
     SessionError
         Naming what could not be had.
     """
-    client = connect_catalog(catalog, api_key=api_key)
+    stm, problems = None, []
+    if instrument is not None:
+        try:
+            stm = make_stm(instrument)
+        except SessionError as error:
+            if stm_required:
+                raise
+            problems.append(str(error))
+    try:
+        client = connect_catalog(catalog, api_key=api_key)
+    except SessionError:
+        if stm is not None:
+            stm.destroy()
+        raise
     backend = instrument.backend if instrument is not None else "sim"
     session = survey_session(client, backend=backend, progress=progress)
     session.catalog, session.location = client, catalog_location(client, catalog)
-    if instrument is None:
-        return session
-    try:
-        session.stm = make_stm(instrument)
-    except SessionError as error:
-        if stm_required:
-            session.writer.close()
-            raise
-        session.problems.append(str(error))
+    session.stm, session.problems = stm, problems
     return session
 
 

@@ -68,7 +68,8 @@ def manager(redis_address, tmp_path_factory):
     status = lambda: zmq_single_request("status", zmq_server_address=address, timeout=1000)[0]  # noqa: E731
     wait_until(lambda: status() is not None, "manager answering", 60, process)
     yield address, catalog, status, process
-    zmq_single_request("manager_kill", zmq_server_address=address, timeout=1000)
+    zmq_single_request("manager_stop", {"option": "safe_off"}, zmq_server_address=address,
+                       timeout=1000)  # closes the environment too
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
