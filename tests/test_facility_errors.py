@@ -19,7 +19,7 @@ CLI = str(Path(sys.executable).parent / "deepspm-bluesky")
 
 
 def run(args: list[str], **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True, timeout=120,
+    return subprocess.run(args, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1", **env})
 
 
