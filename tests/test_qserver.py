@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -63,7 +64,7 @@ def manager(redis_address, tmp_path_factory):
         [str(BIN / "start-re-manager"), "--startup-dir", str(STARTUP), "--redis-addr",
          redis_address, "--zmq-control-addr", address, "--update-existing-plans-devices",
          "NEVER", "--zmq-publish-console", "OFF"],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # its own group to end
         env={**os.environ, "DEEPSPM_CATALOG": str(catalog), "OMP_NUM_THREADS": "1"})
     status = lambda: zmq_single_request("status", zmq_server_address=address, timeout=1000)[0]  # noqa: E731
     wait_until(lambda: status() is not None, "manager answering", 60, process)
@@ -72,8 +73,8 @@ def manager(redis_address, tmp_path_factory):
                        timeout=1000)  # closes the environment too
     try:
         process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    except subprocess.TimeoutExpired:  # the watchdog, the manager and the worker together
+        os.killpg(process.pid, signal.SIGKILL)
     log.close()
 
 
