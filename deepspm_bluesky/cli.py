@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -32,37 +33,65 @@ class ModeName(StrEnum):
     training = "training"
 
 
-def _make_stm(backend: BackendName, *, seed: int, host: str, port: int | None,
-              realtime: float = 0.0, outage_s: float = 600.0):
-    from deepspm_bluesky import devices
+CatalogLocationOption = Annotated[
+    str | None,
+    typer.Option("--catalog", help="Catalog folder, or a served Tiled URI (http://...) with "
+                                   "--api-key (default: $DEEPSPM_CATALOG or per-user)."),
+]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(envvar="DEEPSPM_API_KEY", help="API key of a served Tiled catalog."),
+]
 
-    if backend is BackendName.sim:
-        return devices.simulated_stm(seed=seed, realtime=realtime)
-    if port is None:
-        raise typer.BadParameter(f"--port is needed for the {backend.value} backend")
-    factory = {"labview": "labview_stm", "nanonis": "nanonis_stm"}[backend.value]
-    return getattr(devices, factory)(host, port, outage_s=outage_s)
 
+def _open_session(instrument, catalog: str | None, api_key: str | None):
+    """`session.open_session`, its expected failures as one line and exit status 2."""
+    from deepspm_bluesky.session import SessionError, open_session
 
-def _run_survey(stm, catalog: Path | None, *, images: int, mode: str, backend: BackendName,
-                navigation_file: Path | None = None, state: Path | None = None) -> str:
-    """Run `autonomous_survey` into the catalog, pausing on Ctrl-C; return the location.
-
-    Prints where the data went; a run that ends "fail" or "abort" exits with status 2
-    after one line naming the reason.
-    """
-    from deepspm_bluesky.data import default_catalog, open_catalog
-    from deepspm_bluesky.plans import autonomous_survey
-    from deepspm_bluesky.session import run_plan, survey_session
-
-    location = str(catalog) if catalog is not None else default_catalog()
-    session = survey_session(open_catalog(location), backend=backend.value)
     try:
-        plan = autonomous_survey(stm, max_images=images, mode=mode,
+        return open_session(instrument, catalog, api_key=api_key)
+    except SessionError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _start_metadata(sample: str | None, md: list[str] | None) -> dict:
+    """``--sample`` and ``--md key=value`` as start-document metadata (values read as JSON
+    when they are JSON: numbers, true/false; otherwise as text)."""
+    metadata = {}
+    for item in md or []:
+        key, equals, value = item.partition("=")
+        if not equals or not key.strip():
+            raise typer.BadParameter(f"--md takes key=value, got {item!r}")
+        try:
+            metadata[key.strip()] = json.loads(value)
+        except ValueError:
+            metadata[key.strip()] = value
+    if sample is not None:
+        metadata["sample"] = sample
+    return metadata
+
+
+def _run_survey(session, *, images: int, mode: str, navigation_file: Path | None = None,
+                state: Path | None = None, classifier: str = "pretrained",
+                agent: str = "pretrained", md: dict | None = None) -> str:
+    """Run `autonomous_survey` in the session, pausing on Ctrl-C; return the location.
+
+    Prints where the data went; bad options (an unknown classifier, a corrupt state file)
+    and a run that ends "fail" or "abort" exit with status 2 after one line naming why.
+    """
+    from deepspm_bluesky.plans import autonomous_survey
+    from deepspm_bluesky.session import run_plan
+
+    location = session.location
+    try:
+        plan = autonomous_survey(session.stm, max_images=images, mode=mode,
+                                 classifier=classifier, agent=agent, md=md,
                                  state_dir=None if state is None else str(state),
                                  navigation_file=None if navigation_file is None
                                  else str(navigation_file))
     except (ValueError, OSError) as error:
+        session.close()
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
     try:
@@ -72,12 +101,12 @@ def _run_survey(stm, catalog: Path | None, *, images: int, mode: str, backend: B
                    err=True)
         raise typer.Exit(2) from None
     finally:
-        session.writer.close()
+        session.close()
     for run in session.writer.recovered:
         typer.echo(f"recovered run {run.uid} from the journal ({_count(run.stop)}), "
                    f"closed: {run.stop['exit_status']}")
     for uid in result.run_start_uids:
-        _print_where(uid, location)
+        _print_where(uid, location, session.engine.md.get("scan_id"))
     if result.exit_status != "success":
         typer.echo(f"survey ended {result.exit_status}: {result.reason}", err=True)
         raise typer.Exit(2)
@@ -88,8 +117,8 @@ def _count(stop: dict) -> str:
     return ", ".join(f"{n} {stream}" for stream, n in stop.get("num_events", {}).items())
 
 
-def _print_where(uid: str, location: str) -> None:
-    typer.echo(f"run {uid}")
+def _print_where(uid: str, location: str, scan_id: int | None = None) -> None:
+    typer.echo(f"run {uid}" + (f" (scan_id {scan_id})" if scan_id is not None else ""))
     typer.echo(f"data in {location}")
     typer.echo("read it back in Python:")
     typer.echo("  from deepspm_bluesky.data import open_catalog; "
@@ -100,14 +129,15 @@ def _print_where(uid: str, location: str) -> None:
 @app.command()
 def demo(
     images: Annotated[int, typer.Option(min=1, help="Images to take.")] = 50,
-    catalog: CatalogOption = None,
+    catalog: CatalogLocationOption = None,
+    api_key: ApiKeyOption = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulated STM.")] = 0,
 ) -> None:
     """Survey a simulated STM and store every image and decision in Tiled."""
-    from deepspm_bluesky.devices import simulated_stm
+    from deepspm_bluesky.session import InstrumentSettings
 
-    _run_survey(simulated_stm(seed=seed), catalog, images=images, mode="operational",
-                backend=BackendName.sim)
+    session = _open_session(InstrumentSettings(seed=seed), catalog, api_key)
+    _run_survey(session, images=images, mode="operational")
 
 
 @app.command()
@@ -117,7 +147,8 @@ def survey(
     port: Annotated[int | None, typer.Option(help="Instrument server port.")] = None,
     images: Annotated[int, typer.Option(min=1, help="Images to take.")] = 100,
     mode: Annotated[ModeName, typer.Option(help="Survey mode.")] = ModeName.operational,
-    catalog: CatalogOption = None,
+    catalog: CatalogLocationOption = None,
+    api_key: ApiKeyOption = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulated STM.")] = 0,
     realtime: Annotated[
         float, typer.Option(min=0.0, help="Simulator only: 1 scans as slowly as a real STM.")
@@ -132,36 +163,56 @@ def survey(
         float, typer.Option(min=0.0, help="Network backends: wait this long for a lost "
                             "instrument before giving up (seconds).")
     ] = 600.0,
+    classifier: Annotated[
+        str, typer.Option(help="Tip classifier: pretrained, or a checkpoint file.")
+    ] = "pretrained",
+    agent: Annotated[
+        str, typer.Option(help="Conditioning agent: pretrained, random, or a checkpoint file.")
+    ] = "pretrained",
+    sample: Annotated[str | None, typer.Option(help="Sample name, into the start document.")] = (
+        None
+    ),
+    md: Annotated[
+        list[str] | None, typer.Option(help="key=value into the start document (repeatable).")
+    ] = None,
 ) -> None:
     """Run an autonomous survey on the simulator or a real instrument."""
-    stm = _make_stm(backend, seed=seed, host=host, port=port, realtime=realtime,
-                    outage_s=outage_s)
-    _run_survey(stm, catalog, images=images, mode=mode.value, backend=backend,
-                navigation_file=navigation_file, state=state)
+    from deepspm_bluesky.session import InstrumentSettings
+
+    if backend is not BackendName.sim and port is None:
+        raise typer.BadParameter(f"--port is needed for the {backend.value} backend")
+    metadata = _start_metadata(sample, md)
+    instrument = InstrumentSettings(backend.value, host=host, port=port, seed=seed,
+                                    realtime=realtime, outage_s=outage_s)
+    session = _open_session(instrument, catalog, api_key)
+    _run_survey(session, images=images, mode=mode.value, navigation_file=navigation_file,
+                state=state, classifier=classifier, agent=agent, md=metadata)
 
 
 def install_profile() -> Path:
-    """Copy the shipped `profile_deepspm` startup files into IPython's profile directory."""
-    from IPython.paths import get_ipython_dir
+    """Install or update the ``profile_deepspm`` startup file (`profiles.ipython`)."""
+    from deepspm_bluesky.profiles.ipython import install_profile as install
 
-    target = Path(get_ipython_dir()) / "profile_deepspm" / "startup"
-    target.mkdir(parents=True, exist_ok=True)
-    startup = resources.files("deepspm_bluesky.profiles").joinpath("profile_deepspm", "startup")
-    for entry in startup.iterdir():
-        if entry.name.endswith(".py"):
-            (target / entry.name).write_text(entry.read_text())
-    return target.parent
+    return install()
 
 
 @app.command()
-def ipython(catalog: CatalogOption = None) -> None:
+def ipython(catalog: CatalogLocationOption = None, api_key: ApiKeyOption = None) -> None:
     """Start IPython with the deepspm profile: RE, stm, catalog, autonomous_survey."""
     profile_dir = install_profile()
     env = dict(os.environ)
     if catalog is not None:
-        env["DEEPSPM_CATALOG"] = str(catalog)
+        env["DEEPSPM_CATALOG"] = catalog
+    if api_key is not None:
+        env["DEEPSPM_API_KEY"] = api_key
     command = [sys.executable, "-m", "IPython", f"--profile-dir={profile_dir}"]
     raise typer.Exit(subprocess.call(command, env=env))
+
+
+@app.command("qserver-startup")
+def qserver_startup() -> None:
+    """Print the queue-server startup folder: start-re-manager --startup-dir "$(...)"."""
+    typer.echo(resources.files("deepspm_bluesky.profiles").joinpath("qserver"))
 
 
 @app.command()

@@ -22,6 +22,7 @@ from deepspm_bluesky.journal import JournaledRun, journal_path, read_journal
 from deepspm_bluesky.judging import Classifier, Judgement
 from deepspm_bluesky.ml import Agent, ConditioningAgent, NoActionAllowed, TipClassifier
 from deepspm_bluesky.ml.live import LiveLearner
+from deepspm_bluesky.ml.named import agent_named, classifier_named
 from deepspm_bluesky.navigation import CRASH_RADIUS_NM, Navigator
 from deepspm_bluesky.policy import (
     MEASUREMENT_ACTION,
@@ -70,8 +71,8 @@ def autonomous_survey(
     *,
     max_images: int = 100,
     mode: Literal["operational", "training"] = "operational",
-    classifier: Classifier | None = None,
-    agent: Agent | None = None,
+    classifier: Classifier | str | None = None,
+    agent: Agent | str | None = None,
     learn: bool = True,
     state_dir: str | None = None,
     navigation_file: str | None = None,
@@ -90,10 +91,12 @@ def autonomous_survey(
         ``"operational"`` conditions after 10 bad images in a row; ``"training"`` conditions
         at once and damages a good tip again with 5 random reset actions.
     classifier
-        Callable returning P(good tip) for a raw image; None uses the shipped
+        Callable returning P(good tip) for a raw image, or a name (``"pretrained"``, a
+        checkpoint path: `deepspm_bluesky.ml.named`); None uses the shipped
         `deepspm_bluesky.ml.TipClassifier.pretrained()`.
     agent
-        Conditioning agent (``suggest``/``observe``); None uses the shipped
+        Conditioning agent (``suggest``/``observe``), or a name (``"pretrained"``,
+        ``"random"``, a checkpoint path); None uses the shipped
         `deepspm_bluesky.ml.ConditioningAgent.pretrained()` (exploring in training mode).
     learn
         Training mode: the agent learns from every transition in a background thread
@@ -127,7 +130,9 @@ def autonomous_survey(
     _md = plan_metadata(
         "autonomous_survey",
         {"stm": stm, "max_images": max_images, "mode": mode, "state_dir": state_dir,
-         "navigation_file": navigation_file},
+         "navigation_file": navigation_file,
+         **{key: value for key, value in (("classifier", classifier), ("agent", agent))
+            if isinstance(value, str)}},
         md, detectors=[stm.name], num_points=max_images, instrument=stm.instrument_metadata(),
         hints={"dimensions": [([stm.scanner.x_nm.name], "primary")]},
     )
@@ -147,6 +152,10 @@ class _Survey:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if not (isinstance(min_free_mb, (int, float)) and min_free_mb >= 0):
             raise ValueError(f"min_free_mb must be a number >= 0, got {min_free_mb!r}")
+        if isinstance(classifier, str):
+            classifier = classifier_named(classifier)
+        if isinstance(agent, str):
+            agent = agent_named(agent, explore=mode == "training")
         self.stm = stm
         self.state = StateDirectory(state_dir) if state_dir is not None else None
         self.min_free_mb = float(min_free_mb)
