@@ -66,7 +66,8 @@ def catalog_adapter(directory: str | os.PathLike, *, database: str | None = None
         raise NotADirectoryError(f"catalog location {directory} is a file, not a directory")
     if database is not None:
         return _postgresql_adapter(directory, database)
-    if not (directory / "catalog.db").is_file():
+    new = not (directory / "catalog.db").is_file()
+    if new:
         if not create:
             raise CatalogError(f"no catalog in {directory} (no catalog.db there)")
         directory.mkdir(parents=True, exist_ok=True)
@@ -75,8 +76,9 @@ def catalog_adapter(directory: str | os.PathLike, *, database: str | None = None
         register_storage(ReadOnlySQLiteStorage(ensure_uri(tables)))
         return catalog_from_uri(f"sqlite:///{directory / 'catalog.db'}", specs=ROOT_SPECS,
                                 readable_storage=[str(directory / "data")])
-    # initialising (a `tiled catalog init` subprocess, ~3 s) is for writers of a new catalog
-    return catalog_from_uri(f"sqlite:///{directory / 'catalog.db'}", init_if_not_exists=create,
+    # initialising (a `tiled catalog init` subprocess, ~3 s, run whether or not the catalog
+    # exists) is only for a new catalog
+    return catalog_from_uri(f"sqlite:///{directory / 'catalog.db'}", init_if_not_exists=new,
                             specs=ROOT_SPECS, writable_storage=[str(directory / "data"), tables])
 
 
