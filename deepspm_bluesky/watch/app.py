@@ -15,6 +15,7 @@ CDN); it polls ``/api/status`` and fetches the rest when the survey changed. The
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -68,7 +69,7 @@ def create_app(client, *, title: str = "", refresh_s: float = 1.0) -> FastAPI:
 
     @app.get("/api/survey")
     def survey() -> JSON:
-        return JSON({**reader.survey(), "catalog": title})
+        return JSON({**reader.survey(), "catalog": title, "server_time": time.time()})
 
     @app.get("/api/runs")
     def runs(limit: int = Query(20, ge=1, le=200)) -> JSON:
