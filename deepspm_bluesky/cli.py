@@ -404,8 +404,6 @@ def _reviewed_images(catalog: Path, folder: Path) -> Path:
     from deepspm_bluesky.data import open_catalog
     from deepspm_bluesky.watch import export_reviewed
 
-    if not catalog.is_dir():
-        raise typer.BadParameter(f"no catalog folder {catalog}")
     written = export_reviewed(open_catalog(catalog), folder)
     counts = {name: len(paths) for name, paths in written.items()}
     typer.echo(f"reviewed images of {catalog}: {counts['good']} good, {counts['bad']} bad "
