@@ -14,7 +14,6 @@ CDN); it polls ``/api/status`` and fetches the rest when the survey changed. The
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from fastapi import Body, FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from .corrections import REVIEWS, review_image
+from .corrections import REVIEWS
 from .reading import CatalogReader
 
 STATIC = Path(__file__).with_name("static")
@@ -53,7 +52,6 @@ def create_app(client, *, title: str = "", refresh_s: float = 1.0) -> FastAPI:
         Look for new data in Tiled at most this often, whatever the number of viewers.
     """
     reader = CatalogReader(client, refresh_s=refresh_s)
-    writing = threading.Lock()
     app = FastAPI(title="deepspm-bluesky watch", docs_url=None, redoc_url=None,
                   default_response_class=JSON)
     app.state.reader = reader
@@ -97,13 +95,11 @@ def create_app(client, *, title: str = "", refresh_s: float = 1.0) -> FastAPI:
         if review not in REVIEWS:
             raise HTTPException(422, f"review must be one of {', '.join(REVIEWS)}")
         try:
-            with writing:
-                entry = review_image(reader.run_node(uid), index, review)
+            entry = reader.review(uid, index, review)
         except (KeyError, IndexError) as error:
             raise HTTPException(404, str(error.args[0])) from None
         except ValueError as error:
             raise HTTPException(409, str(error)) from None
-        reader.forget()
         return JSON({"uid": uid, "index": index, **entry})
 
     return app

@@ -9,6 +9,7 @@ actions), so the page's memory does not grow with the survey's length.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -17,11 +18,12 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+from tiled.client.container import Container
 
 from deepspm_bluesky.actions import load_actions
 from deepspm_bluesky.judging import GOOD_TIP_THRESHOLD
 
-from .corrections import corrections_of
+from .corrections import corrections_of, review_image
 from .images import image_png
 
 CHART_POINTS = 600  # P(good) over time: at most this many points (bins of images beyond)
@@ -53,6 +55,7 @@ class CatalogReader:
         self.refresh_s = float(refresh_s)
         self.clock = clock
         self._lock = threading.RLock()  # one Tiled request at a time (in-process transport)
+        self._image_keys: dict[str, str] = {}
         self._checked = -math.inf
         self._key: tuple | None = None
         self._snapshot: dict = empty_snapshot()
@@ -62,10 +65,17 @@ class CatalogReader:
 
     # -- the newest survey ----------------------------------------------------------------
     def survey(self) -> dict:
-        """The newest run's snapshot (see `build_snapshot`), at most `refresh_s` old."""
+        """The newest run's snapshot (see `build_snapshot`), at most `refresh_s` old.
+
+        One look at Tiled (two requests: the newest run, its image count) per `refresh_s`,
+        whatever the number of viewers; the tables are read again only when it changed.
+        """
         with self._lock:
             if time.monotonic() - self._checked >= self.refresh_s:
-                self._refresh()
+                try:
+                    self._refresh()
+                except Exception:  # Tiled unreachable for a moment: show the last snapshot
+                    logging.getLogger(__name__).exception("reading the catalog failed")
                 self._checked = time.monotonic()
             return self._snapshot
 
@@ -74,17 +84,30 @@ class CatalogReader:
         return self.survey()["status"]
 
     def _refresh(self) -> None:
-        runs = self.client.values()
-        if len(runs) == 0:
+        try:
+            run = self.client.values()[-1]
+        except IndexError:
             self._key, self._snapshot = None, empty_snapshot()
             return
-        run = runs.last()
         metadata = run.metadata
-        key = (metadata["start"]["uid"], image_count(run), "stop" in metadata,
-               len(corrections_of(metadata)))
+        uid = metadata["start"]["uid"]
+        key = (uid, self._image_count(uid), "stop" in metadata, len(corrections_of(metadata)))
         if key != self._key:
             self._snapshot = build_snapshot(run, radius_nm=self._radius_nm)
             self._key = key
+
+    def _image_count(self, uid: str) -> int:
+        """Images run `uid` holds now: one request for its image array's shape."""
+        try:
+            return int(self._images(uid).shape[0])
+        except KeyError:  # no primary stream or no image yet
+            return 0
+
+    def _images(self, uid: str):
+        """Run `uid`'s image array node (its name looked up once per run)."""
+        if uid not in self._image_keys:
+            self._image_keys[uid] = image_node(self._run(uid)).item["id"]
+        return node_at(self.client, uid, "primary", self._image_keys[uid])
 
     # -- any run ----------------------------------------------------------------------------
     def runs(self, limit: int = 20) -> list[dict]:
@@ -109,31 +132,30 @@ class CatalogReader:
                 "items": [image_item(table, index, corrections) for index in indices]}
 
     def png(self, uid: str, index: int) -> bytes:
-        """Image `index` of run `uid`, levelled and rendered (cached)."""
+        """Image `index` of run `uid`, levelled and rendered (cached; rendered unlocked)."""
         key = (uid, index)
         with self._lock:
             if key in self._pngs:
                 self._pngs.move_to_end(key)
                 return self._pngs[key]
-            run = self._run(uid)
-            n = image_count(run)
-            if not 0 <= index < n:
-                raise IndexError(f"run {uid[:8]} has {n} images; no image {index}")
-            data = image_png(image_node(run)[index])
+            node = self._images(uid)
+            if not 0 <= index < node.shape[0]:
+                raise IndexError(f"run {uid[:8]} has {node.shape[0]} images; no image {index}")
+            raw = node[index]
+        data = image_png(raw)
+        with self._lock:
             self._pngs[key] = data
             if len(self._pngs) > PNG_CACHE:
                 self._pngs.popitem(last=False)
-            return data
+        return data
 
-    def run_node(self, uid: str):
-        """The Tiled node of run `uid` (KeyError naming it when absent)."""
+    def review(self, uid: str, index: int, review: str) -> dict:
+        """Store a person's review of image `index` of run `uid` (`review_image`), and look
+        at the catalog again at the next request."""
         with self._lock:
-            return self._run(uid)
-
-    def forget(self) -> None:
-        """Look again at the next request (after a correction was written)."""
-        with self._lock:
-            self._checked = -math.inf
+            entry = review_image(self._run(uid), index, review)
+            self._refresh()  # the next poll shows it
+            return entry
 
     def _run(self, uid: str):
         try:
@@ -165,6 +187,12 @@ def image_node(run):
             if len(node.shape) == 3:
                 return node
     raise KeyError(f"run {run.metadata['start']['uid'][:8]} records no image stack")
+
+
+def node_at(client, *path: str):
+    """The node at ``client/path[0]/path[1]/...`` in one request (Tiled's own path lookup;
+    the catalog's ``[]`` would take a joined path for a partial uid)."""
+    return Container.__getitem__(client, "/".join(path))
 
 
 def image_count(run) -> int:
