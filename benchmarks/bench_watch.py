@@ -62,8 +62,8 @@ class Viewer(threading.Thread):
 
     def run(self) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        time.sleep(random.uniform(0, 1))  # viewers do not refresh in lockstep
-        while not self.stop.is_set():
+        time.sleep(random.uniform(0, 1) if not self.stop.is_set() else 0)  # not in lockstep
+        while True:
             started = time.perf_counter()
             status = json.loads(self.get(connection, "/api/status"))
             self.get(connection, "/api/survey")
@@ -72,11 +72,13 @@ class Viewer(threading.Thread):
                                      f"{status['images'] - 1}.png")
             elapsed = time.perf_counter() - started
             self.latencies.append(elapsed)
-            self.stop.wait(max(0.0, 1.0 - elapsed))
+            if self.stop.wait(max(0.0, 1.0 - elapsed)):
+                return
 
 
 def view(port: int, seconds: float) -> np.ndarray:
-    """Per-refresh latencies of `VIEWERS` viewers over `seconds`."""
+    """Per-refresh latencies of `VIEWERS` viewers over `seconds`, after one refresh that
+    reads the survey's tables and renders its latest image (timed apart: `first_refresh`)."""
     stop = threading.Event()
     viewers = [Viewer(port, stop) for _ in range(VIEWERS)]
     for viewer in viewers:
@@ -86,6 +88,15 @@ def view(port: int, seconds: float) -> np.ndarray:
     for viewer in viewers:
         viewer.join(30)
     return np.concatenate([viewer.latencies for viewer in viewers])
+
+
+def first_refresh(port: int) -> float:
+    """Seconds of one viewer's first refresh of a survey the page has not read yet."""
+    stop = threading.Event()
+    stop.set()  # one refresh, then leave
+    viewer = Viewer(port, stop)
+    viewer.run()
+    return viewer.latencies[0] if viewer.latencies else float("nan")
 
 
 def survey(directory: Path, images: int, seed: int) -> float:
@@ -113,7 +124,8 @@ def main() -> None:
                                 stderr=subprocess.DEVNULL)
         try:
             took = survey(directory, SHORT, seed=0)
-            print(f"survey of {SHORT} images written in {took:.0f} s")
+            print(f"survey of {SHORT} images written in {took:.0f} s; the page's first refresh "
+                  f"of it {first_refresh(port) * 1e3:.0f} ms")
             report(f"after {SHORT} images", view(port, VIEW_S))
             short_mb = resident_mb(page.pid)
             stop = threading.Event()
@@ -127,6 +139,7 @@ def main() -> None:
             print(f"survey of {LONG} images written in {took:.0f} s while {VIEWERS} viewers "
                   "watched")
             report("while it was written", np.concatenate([v.latencies for v in live]))
+            print(f"the page's first refresh after it ended: {first_refresh(port) * 1e3:.0f} ms")
             report(f"after {LONG} images", view(port, VIEW_S))
             long_mb = resident_mb(page.pid)
             print(f"page resident memory: {short_mb:.0f} MB after {SHORT} images, "
