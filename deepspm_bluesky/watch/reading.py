@@ -68,16 +68,22 @@ class CatalogReader:
         """The newest run's snapshot (see `build_snapshot`), at most `refresh_s` old.
 
         One look at Tiled (two requests: the newest run, its image count) per `refresh_s`,
-        whatever the number of viewers; the tables are read again only when it changed.
+        whatever the number of viewers, by the request that finds the snapshot stale; the
+        others are served the current snapshot meanwhile instead of waiting (only the very
+        first waits). The tables are read again only when the look found a change.
         """
-        with self._lock:
-            if time.monotonic() - self._checked >= self.refresh_s:
-                try:
-                    self._refresh()
-                except Exception:  # Tiled unreachable for a moment: show the last snapshot
-                    logging.getLogger(__name__).exception("reading the catalog failed")
-                self._checked = time.monotonic()
-            return self._snapshot
+        stale = time.monotonic() - self._checked >= self.refresh_s
+        if stale and self._lock.acquire(blocking=self._checked == -math.inf):
+            try:
+                if time.monotonic() - self._checked >= self.refresh_s:
+                    try:
+                        self._refresh()
+                    except Exception:  # Tiled unreachable for a moment: the last snapshot
+                        logging.getLogger(__name__).exception("reading the catalog failed")
+                    self._checked = time.monotonic()
+            finally:
+                self._lock.release()
+        return self._snapshot
 
     def status(self) -> dict:
         """The newest survey's state for other dashboards (`/api/status`)."""
