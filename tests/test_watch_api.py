@@ -48,8 +48,9 @@ def table(catalog):
     return run.metadata["start"]["uid"], run["primary"].base["internal"].read()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def page(catalog):
+    """The app over the module's catalog (opening a catalog costs seconds: once per module)."""
     return TestClient(create_app(open_catalog(catalog), title=str(catalog), refresh_s=0.0))
 
 
