@@ -22,6 +22,9 @@ CatalogOption = Annotated[
 ]
 
 
+MIN_REVIEWED = 4  # reviewed images of each label that --from-catalog needs to train on
+
+
 class BackendName(StrEnum):
     sim = "sim"
     labview = "labview"
@@ -247,6 +250,40 @@ def serve(
     run_app(web_app, host=host, port=port)
 
 
+@app.command()
+def watch(
+    catalog: CatalogOption = None,
+    tiled: Annotated[
+        str | None, typer.Option(help="A served Tiled instead of a folder: its http(s) URI.")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="TILED_API_KEY", help="API key of the served Tiled "
+                                                              "(never shown on the page).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to bind (local only by default).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port of the page.")] = 8080,
+) -> None:
+    """Watch the running survey in a web browser: its state, latest image, P(good), map,
+    actions and past surveys; mark verdicts wrong to teach the classifier."""
+    from deepspm_bluesky.data import default_catalog, open_catalog
+    from deepspm_bluesky.watch import serve_watch
+
+    if catalog is not None and tiled is not None:
+        raise typer.BadParameter("give --catalog DIR or --tiled URI, not both")
+    if tiled is not None and not tiled.startswith(("http://", "https://")):
+        raise typer.BadParameter(f"--tiled must be an http(s) URI, got {tiled!r}")
+    location = tiled or str(catalog if catalog is not None else default_catalog())
+    try:
+        client = open_catalog(location, api_key=api_key)
+    except Exception as error:  # unreachable server, refused key, unreadable folder
+        typer.echo(f"error: cannot open {location}: {type(error).__name__}: {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"watching {location} at http://{host}:{port}  (Ctrl-C stops)")
+    serve_watch(client, host=host, port=port, title=location)
+
+
 class ExportFormat(StrEnum):
     files = "files"
     labels = "labels"
@@ -395,6 +432,11 @@ def train_classifier(
     data: Annotated[
         Path | None, typer.Option(help="Folder of good/ and bad/ .npy images (default: sim).")
     ] = None,
+    from_catalog: Annotated[
+        Path | None, typer.Option(help="Fine-tune the shipped weights on the images reviewed "
+                                       "on the watch page (corrected and confirmed) in this "
+                                       "catalog folder.")
+    ] = None,
     architecture: Annotated[str, typer.Option(help="compact or deepspm.")] = "compact",
     train_images: Annotated[int, typer.Option(min=2, help="Simulated training images.")] = 16000,
     test_images: Annotated[int, typer.Option(min=2, help="Simulated held-out images.")] = 4000,
@@ -432,6 +474,11 @@ def train_classifier(
         unknown = sorted(set(chosen) - set(FAMILIES))
         if unknown:
             raise typer.BadParameter(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")
+    if from_catalog is not None:
+        if data is not None:
+            raise typer.BadParameter("give --data FOLDER or --from-catalog DIR, not both")
+        data = _reviewed_images(from_catalog, output.with_name(output.stem + "_reviewed"))
+        init = "pretrained"
     settings = TrainingSettings(architecture=architecture, seed=seed, max_steps=steps,
                                 threads=threads,
                                 time_limit_s=None if time_limit is None else 60 * time_limit)
@@ -440,6 +487,24 @@ def train_classifier(
     train_and_evaluate(output, settings=settings, sizes=sizes, data_folder=data,
                        fine_tune=fine_tune or init == "pretrained", evaluate_only=evaluate_only,
                        fit_familiarity=fit_familiarity, roc_plot=roc_plot, echo=typer.echo)
+
+
+def _reviewed_images(catalog: Path, folder: Path) -> Path:
+    """Export the reviewed images of a catalog into `folder` (good/, bad/); exit 2 when
+    there are too few of either label to train on."""
+    from deepspm_bluesky.data import open_catalog
+    from deepspm_bluesky.watch import export_reviewed
+
+    written = export_reviewed(open_catalog(catalog), folder)
+    counts = {name: len(paths) for name, paths in written.items()}
+    typer.echo(f"reviewed images of {catalog}: {counts['good']} good, {counts['bad']} bad "
+               f"(in {folder})")
+    if min(counts.values()) < MIN_REVIEWED:
+        typer.echo(f"error: fine-tuning needs at least {MIN_REVIEWED} reviewed images of each "
+                   "label; mark more verdicts wrong or right on the watch page "
+                   "(deepspm-bluesky watch)", err=True)
+        raise typer.Exit(2)
+    return folder
 
 
 @app.command("sim-gallery")

@@ -9,6 +9,7 @@ Gwyddion files and contact sheets: `deepspm_bluesky.gwyddion`, `deepspm_bluesky.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,8 @@ def _plain(array: np.ndarray) -> np.ndarray:
 
 
 def export_labels(run, out: str | Path, *, threshold: float = GOOD_TIP_THRESHOLD,
-                  stream_name: str = "primary") -> dict[str, list[Path]]:
+                  stream_name: str = "primary",
+                  labels: Mapping[int, str] | None = None) -> dict[str, list[Path]]:
     """Write each judged image of a run as ``good/<uid8>_<n>.npy`` or ``bad/<uid8>_<n>.npy``.
 
     Parameters
@@ -83,6 +85,10 @@ def export_labels(run, out: str | Path, *, threshold: float = GOOD_TIP_THRESHOLD
         P(good) at or above which an image goes to ``good/`` (DeepSPM's 0.9).
     stream_name
         The stream holding the images with their ``check`` and ``p_good`` decisions.
+    labels
+        A person's labels (``"good"``/``"bad"``) by image index: only these images are
+        written, each into its label's folder, whatever the survey decided (the watch
+        page's reviews, `deepspm_bluesky.watch.export_reviewed`).
 
     Returns
     -------
@@ -104,11 +110,13 @@ def export_labels(run, out: str | Path, *, threshold: float = GOOD_TIP_THRESHOLD
     table = stream.base["internal"].read()
     if "p_good" not in table:
         raise KeyError(f"the {stream_name!r} stream of run {uid[:8]} records no p_good")
-    images = _image_array(stream, uid)
-    checks = table["check"] if "check" in table else [""] * len(table)
     written: dict[str, list[Path]] = {name: [] for name in LABEL_FOLDERS}
     for name in LABEL_FOLDERS:
         (out / name).mkdir(parents=True, exist_ok=True)
+    if labels is not None:
+        return _export_labelled(stream, uid, labels, out, written)
+    images = _image_array(stream, uid)
+    checks = table["check"] if "check" in table else [""] * len(table)
     for index, (p_good, check) in enumerate(zip(table["p_good"], checks, strict=True)):
         if not np.isfinite(p_good) or check not in ("", "ok"):
             continue
@@ -119,11 +127,28 @@ def export_labels(run, out: str | Path, *, threshold: float = GOOD_TIP_THRESHOLD
     return written
 
 
-def _image_array(stream, uid: str) -> np.ndarray:
+def _export_labelled(stream, uid: str, labels: Mapping[int, str], out: Path,
+                     written: dict[str, list[Path]]) -> dict[str, list[Path]]:
+    """Write the labelled images only, each read on its own (never the whole stack)."""
+    node = _image_node(stream, uid)
+    for index, name in sorted(labels.items()):
+        if name not in LABEL_FOLDERS:
+            raise ValueError(f"image {index} of run {uid[:8]}: label must be good or bad, "
+                             f"got {name!r}")
+        path = out / name / f"{uid[:8]}_{index:05d}.npy"
+        np.save(path, np.asarray(node[index], dtype=np.float64))
+        written[name].append(path)
+    return written
+
+
+def _image_node(stream, uid: str):
     """The stream's stack of 2-D images (the one array field of three dimensions)."""
     for key in stream.base:
-        if key != "internal":
-            array = stream.base[key].read()
-            if np.ndim(array) == 3:
-                return array
+        if key != "internal" and len(stream.base[key].shape) == 3:
+            return stream.base[key]
     raise KeyError(f"run {uid[:8]} records no image stack in this stream")
+
+
+def _image_array(stream, uid: str) -> np.ndarray:
+    """The whole stack of the stream's 2-D images."""
+    return _image_node(stream, uid).read()

@@ -110,3 +110,12 @@ def test_subsets_and_splits_keep_the_subtle_flags(small_set):
     train, test = small_set.split(0.25, seed=0)
     assert (len(train), len(test)) == (30, 10)
     assert train.subtle.sum() + test.subtle.sum() == small_set.subtle.sum()
+
+
+def test_a_split_of_a_few_labelled_images_keeps_both_labels_on_each_side(small_set):
+    few = small_set.subset(np.concatenate([np.flatnonzero(small_set.labels == 1)[:5],
+                                           np.flatnonzero(small_set.labels == 0)[:5]]))
+    for seed in range(5):
+        rest, test = few.split(0.15, seed=seed)
+        assert len(rest) + len(test) == 10
+        assert set(test.labels) == set(rest.labels) == {0.0, 1.0}

@@ -93,10 +93,23 @@ class LabelledImages:
         return LabelledImages(*(getattr(self, f)[indices] for f in FIELDS))
 
     def split(self, fraction: float, *, seed: int) -> tuple[LabelledImages, LabelledImages]:
-        """Random split into (1 - fraction, fraction) of the images, e.g. train / validation."""
-        order = np.random.default_rng(seed).permutation(len(self))
-        cut = len(self) - int(round(fraction * len(self)))
-        return self.subset(order[:cut]), self.subset(order[cut:])
+        """Random split into (1 - fraction, fraction) of the images, e.g. train / validation.
+
+        Stratified: each label is split in that proportion, and a label with two images or
+        more has at least one on each side, so that a small folder of a person's labels
+        (a few corrections) still gives a test set with both labels.
+        """
+        rng = np.random.default_rng(seed)
+        first, second = [], []
+        for label in np.unique(self.labels):
+            members = rng.permutation(np.flatnonzero(self.labels == label))
+            n_second = int(round(fraction * len(members)))
+            if len(members) >= 2:
+                n_second = min(max(n_second, 1), len(members) - 1)
+            first.append(members[:len(members) - n_second])
+            second.append(members[len(members) - n_second:])
+        return (self.subset(rng.permutation(np.concatenate(first))),
+                self.subset(rng.permutation(np.concatenate(second))))
 
     @classmethod
     def concatenate(cls, parts: Sequence[LabelledImages]) -> LabelledImages:
