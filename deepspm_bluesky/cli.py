@@ -45,7 +45,8 @@ def _make_stm(backend: BackendName, *, seed: int, host: str, port: int | None,
 
 
 def _run_survey(stm, catalog: Path | None, *, images: int, mode: str, backend: BackendName,
-                navigation_file: Path | None = None, state: Path | None = None) -> str:
+                navigation_file: Path | None = None, state: Path | None = None,
+                callbacks: list | tuple = ()) -> str:
     """Run `autonomous_survey` into the catalog, pausing on Ctrl-C; return the location.
 
     Prints where the data went; a run that ends "fail" or "abort" exits with status 2
@@ -57,6 +58,8 @@ def _run_survey(stm, catalog: Path | None, *, images: int, mode: str, backend: B
 
     location = str(catalog) if catalog is not None else default_catalog()
     session = survey_session(open_catalog(location), backend=backend.value)
+    for callback in callbacks:
+        session.engine.subscribe(callback)
     try:
         plan = autonomous_survey(stm, max_images=images, mode=mode,
                                  state_dir=None if state is None else str(state),
@@ -132,12 +135,43 @@ def survey(
         float, typer.Option(min=0.0, help="Network backends: wait this long for a lost "
                             "instrument before giving up (seconds).")
     ] = 600.0,
+    plot: Annotated[
+        Path | None, typer.Option(help="Keep this PNG current while the survey runs: latest "
+                                  "image, P(good) over time, approach-area map.")
+    ] = None,
+    notify: Annotated[
+        Path | None, typer.Option(help="Notification rules (TOML): e-mail or webhook when "
+                                  "no good image comes, the survey ends, ...")
+    ] = None,
 ) -> None:
     """Run an autonomous survey on the simulator or a real instrument."""
-    stm = _make_stm(backend, seed=seed, host=host, port=port, realtime=realtime,
-                    outage_s=outage_s)
-    _run_survey(stm, catalog, images=images, mode=mode.value, backend=backend,
-                navigation_file=navigation_file, state=state)
+    watchers = _watchers(plot, notify)
+    try:
+        stm = _make_stm(backend, seed=seed, host=host, port=port, realtime=realtime,
+                        outage_s=outage_s)
+        _run_survey(stm, catalog, images=images, mode=mode.value, backend=backend,
+                    navigation_file=navigation_file, state=state, callbacks=watchers)
+    finally:
+        for watcher in watchers:
+            watcher.close()  # last PNG written, queued notices sent
+
+
+def _watchers(plot: Path | None, notify: Path | None) -> list:
+    """The `--plot` and `--notify` callbacks; a bad rules file exits 2 before any run."""
+    from deepspm_bluesky.callbacks import RulesError, SurveyNotifier, SurveyPlotFile, load_rules
+
+    rules = None
+    if plot is not None and not plot.resolve().parent.is_dir():
+        typer.echo(f"error: --plot {plot}: no directory {plot.resolve().parent}", err=True)
+        raise typer.Exit(2)
+    if notify is not None:
+        try:
+            rules = load_rules(notify)
+        except RulesError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from None
+    return ([] if plot is None else [SurveyPlotFile(plot)]) + (
+        [] if rules is None else [SurveyNotifier(rules)])
 
 
 def install_profile() -> Path:

@@ -1,0 +1,74 @@
+"""Survey rate with the live PNG plot (and notifications) against the same survey without.
+
+Each configuration is the CLI's session (Tiled, journal, shipped classifier), measured by
+`bench_survey.images_per_s`; rounds alternate the configurations so that a busy machine
+slows them alike, and the best round of each counts. The goal: at least 0.95 of the rate
+without plots.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from deepspm_bluesky.callbacks import SurveyNotifier, SurveyPlotFile
+from deepspm_bluesky.callbacks.notify_rules import parse_rules
+from deepspm_bluesky.data import open_catalog
+from deepspm_bluesky.session import survey_session
+
+from .bench_survey import IMAGES, images_per_s
+
+ROUNDS = 2
+GOAL_RATIO = 0.95
+
+
+class _Accept(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def _rate(with_plot: bool, with_notifier: bool, url: str) -> tuple[float, int]:
+    """Images/s of one survey in a fresh session; and how many PNGs were written."""
+    session = survey_session(open_catalog(tempfile.mkdtemp()), progress=False)
+    extras = []
+    if with_plot:
+        extras.append(SurveyPlotFile(Path(tempfile.mkdtemp()) / "survey.png"))
+    if with_notifier:
+        rules = parse_rules({"rules": {"no_good_image_minutes": 1, "survey_ended": True,
+                                       "crashes_per_hour": 3, "approach_area_changed": True},
+                             "webhook": {"url": url}})
+        extras.append(SurveyNotifier(rules))
+    for callback in extras:
+        session.engine.subscribe(callback)
+    rate = images_per_s(session.engine)
+    session.writer.close()
+    for callback in extras:
+        callback.close()
+    return rate, sum(getattr(callback, "writes", 0) for callback in extras)
+
+
+def main() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Accept)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    configurations = {"without": (False, False), "plot": (True, False), "both": (True, True)}
+    best = dict.fromkeys(configurations, 0.0)
+    writes = 0
+    for _ in range(ROUNDS):
+        for name, (plot, notify) in configurations.items():
+            rate, written = _rate(plot, notify, url)
+            best[name] = max(best[name], rate)
+            writes = max(writes, written)
+    server.shutdown()
+    bare = best["without"]
+    print(f"survey, {IMAGES} images into Tiled: without plots {bare:.1f} images/s, with the "
+          f"--plot PNG ({writes} writes) {best['plot']:.1f} images/s -> ratio "
+          f"{best['plot'] / bare:.3f} (goal {GOAL_RATIO}); with the PNG and --notify "
+          f"{best['both']:.1f} images/s -> ratio {best['both'] / bare:.3f}")
