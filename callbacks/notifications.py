@@ -130,8 +130,9 @@ class SurveyNotifier(CallbackBase):
             while run.crashes and run.crashes[0] <= doc["time"] - CRASH_WINDOW_S:
                 run.crashes.popleft()
             if len(run.crashes) >= self.rules.crashes_per_hour:
+                span = duration_text(doc["time"] - run.crashes[0])
                 self._fire("crashes_per_hour", f"{len(run.crashes)} crashes within the last "
-                           f"{duration_text(doc['time'] - run.crashes[0])}", crashes=len(run.crashes))
+                           f"{span}", crashes=len(run.crashes))
                 run.crashes.clear()
 
     def _area_changed(self, doc: dict) -> None:
@@ -159,8 +160,8 @@ class SurveyNotifier(CallbackBase):
             return
         if now - run.dry_since >= 60 * minutes:
             run.dry_notified = True
-            self._fire("no_good_image", f"no good image for {duration_text(now - run.dry_since)}",
-                       dry_since=run.dry_since)
+            spell = duration_text(now - run.dry_since)
+            self._fire("no_good_image", f"no good image for {spell}", dry_since=run.dry_since)
 
     def _fire(self, rule: str, what: str, **details: object) -> None:
         run = self._run

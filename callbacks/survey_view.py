@@ -185,7 +185,7 @@ class SurveyView:
                 or not (math.isfinite(x_nm) and math.isfinite(y_nm)):
             return
         run.actions.append((x_nm, y_nm))
-        if name in self.actions.names():
+        if name in self.actions.names:
             self.nav.forbid(x_nm, y_nm, self.actions.get(name).forbid_radius_nm)
 
     # -- reading ---------------------------------------------------------------------------

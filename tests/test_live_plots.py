@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 from numpy.testing import assert_allclose
 
 from deepspm_bluesky.callbacks import LiveSurveyPlots, SurveyPlotFile, SurveyView
-from deepspm_bluesky.callbacks.live_plots import FIGURE_SIZE_IN, FILE_DPI
+from deepspm_bluesky.callbacks.drawing_process import FILE_DPI
+from deepspm_bluesky.callbacks.survey_figure import FIGURE_SIZE_IN
 from deepspm_bluesky.devices import simulated_stm
 from deepspm_bluesky.imaging import flatten_plane
 from deepspm_bluesky.plans import autonomous_survey
@@ -39,6 +40,7 @@ def survey(tmp_path_factory):
     """One short simulated survey watched by the PNG writer and the window plots."""
     png = tmp_path_factory.mktemp("plots") / "survey.png"
     plot_file = SurveyPlotFile(png, interval_s=0.02)
+    plot_file.wait_ready()
     fig = Figure()
     FigureCanvasAgg(fig)
     window = LiveSurveyPlots(fig=fig, interval_s=0.0)

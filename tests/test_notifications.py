@@ -11,6 +11,7 @@ from pathlib import Path
 import event_model
 import pytest
 from bluesky import RunEngine
+from notify_servers import SmtpReceiver, WebhookReceiver, free_port
 from typer.testing import CliRunner
 
 from deepspm_bluesky.callbacks import RulesError, SurveyNotifier, load_rules
@@ -18,8 +19,6 @@ from deepspm_bluesky.callbacks.notify_rules import parse_rules
 from deepspm_bluesky.cli import app
 from deepspm_bluesky.devices import simulated_stm
 from deepspm_bluesky.plans import autonomous_survey
-
-from notify_servers import SmtpReceiver, WebhookReceiver, free_port
 
 PAGE_URL = "http://127.0.0.1:8000"
 README = Path(__file__).resolve().parents[1] / "README.md"
