@@ -13,6 +13,7 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from .survey_figure import FIGURE_SIZE_IN, SurveyFigure
@@ -60,15 +61,21 @@ def serve() -> None:
 
 
 class DrawingProcess:
-    """A child Python process that writes survey PNGs on request; one request at a time."""
+    """A child Python process that writes survey PNGs on request; one request at a time
+    (callers in several threads take turns)."""
 
     def __init__(self) -> None:
         self._child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE)
         self._ready = False
+        self._turn = threading.Lock()
 
     def wait_ready(self) -> None:
         """Wait until the child has imported matplotlib and made its figure."""
+        with self._turn:
+            self._get_ready()
+
+    def _get_ready(self) -> None:
         if not self._ready:
             if self._receive() != READY:
                 raise RuntimeError("the drawing process did not start properly")
@@ -76,13 +83,14 @@ class DrawingProcess:
 
     def draw(self, view: ViewSnapshot, path: str | os.PathLike, now: float) -> None:
         """Have the child write `view` to `path`; raises RuntimeError naming its failure."""
-        self.wait_ready()
-        try:
-            pickle.dump((view, str(path), now), self._child.stdin)
-            self._child.stdin.flush()
-        except BrokenPipeError:
-            raise RuntimeError(self._ended()) from None
-        error = self._receive()
+        with self._turn:
+            self._get_ready()
+            try:
+                pickle.dump((view, str(path), now), self._child.stdin)
+                self._child.stdin.flush()
+            except (BrokenPipeError, ValueError):  # the child died, or was closed
+                raise RuntimeError(self._ended()) from None
+            error = self._receive()
         if error is not None:
             raise RuntimeError(f"drawing {path} failed: {error}")
 
@@ -101,10 +109,11 @@ class DrawingProcess:
 
     def close(self) -> None:
         """Let the child finish and end (killed if it does not within 30 s)."""
-        self._child.stdin.close()
-        try:
-            self._child.wait(CLOSE_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self._child.kill()
-            self._child.wait()
-        self._child.stdout.close()
+        with self._turn:
+            self._child.stdin.close()
+            try:
+                self._child.wait(CLOSE_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self._child.kill()
+                self._child.wait()
+            self._child.stdout.close()

@@ -124,7 +124,7 @@ class SurveyPlotFile(CallbackBase):
         self.interval_s = interval_s
         self.view = SurveyView(actions)
         self.writes = 0
-        self._written_changes = -1
+        self._written_changes = 0  # nothing to draw before the first document
         self._wake = threading.Event()
         self._closed = False
         self._process = DrawingProcess()

@@ -108,7 +108,9 @@ class SurveyFigure:
                                 fontweight="bold")
 
     def _update_p_good(self, view: ViewSnapshot) -> None:
-        scale, unit = (3600.0, "hours") if _span_s(view) > 3 * 3600 else (60.0, "minutes")
+        span_s = _span_s(view)
+        scale, unit = ((1.0, "seconds") if span_s < 120 else (60.0, "minutes")
+                       if span_s < 3 * 3600 else (3600.0, "hours"))
         t = (view.times - view.started) / scale
         known = np.isfinite(view.p_good)
         self.p_good_line.set_data(t[view.good], view.p_good[view.good])
