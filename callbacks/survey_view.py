@@ -220,10 +220,12 @@ def _points(points: list[tuple[float, float]]) -> np.ndarray:
 
 
 def duration_text(seconds: float) -> str:
-    """A duration as a person reads it: "45 s", "12 min", "3.5 h"."""
+    """A duration as a person reads it: "0.4 s", "45 s", "12 min", "3.5 h"."""
     if not math.isfinite(seconds):
         return "an unknown time"
     seconds = max(seconds, 0.0)
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:

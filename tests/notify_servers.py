@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import socket
 import threading
@@ -47,8 +49,9 @@ class SmtpReceiver(_Inbox):
         self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
 
     async def handle_DATA(self, server, session, envelope):  # aiosmtpd's handler hook
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         self.add({"from": envelope.mail_from, "to": list(envelope.rcpt_tos),
-                  "text": envelope.content.decode("utf8", "replace")})
+                  "subject": str(message["Subject"]).strip(), "body": message.get_content()})
         return "250 Message accepted for delivery"
 
     def __enter__(self) -> SmtpReceiver:

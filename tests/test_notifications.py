@@ -83,9 +83,10 @@ def test_each_notice_goes_by_email_naming_run_sample_and_page(bad_tip_survey):
     assert len(mails) == 2
     for mail in mails:
         assert mail["to"] == ["you@lab.example"]
-        assert f"run {uid[:8]}, sample MgPc on Ag(100)" in mail["text"]
-        assert f"watch it: {PAGE_URL}" in mail["text"]
-    assert "Subject: [deepspm] no good image for" in mails[0]["text"]
+        assert mail["subject"].endswith(f"(run {uid[:8]}, sample MgPc on Ag(100))")
+        assert f"run {uid} (sample MgPc on Ag(100))" in mail["body"]
+        assert f"watch it: {PAGE_URL}" in mail["body"]
+    assert mails[0]["subject"].startswith("[deepspm] no good image for")
 
 
 def test_each_notice_goes_by_webhook_as_json(bad_tip_survey):
@@ -254,11 +255,11 @@ def test_the_survey_command_plots_and_notifies(tmp_path, smtp, hook):
                      f'port = {smtp.port}\nfrom = "stm@lab.example"\nto = "you@lab.example"\n')
     png = tmp_path / "survey.png"
     cli = Path(sys.executable).with_name("deepspm-bluesky")
-    done = subprocess.run([cli, "survey", "--images", "12", "--plot", png, "--notify", rules,
+    done = subprocess.run([cli, "survey", "--images", "6", "--plot", png, "--notify", rules,
                            "--catalog", tmp_path / "catalog"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     uid = re.search(r"^run (\S+)$", done.stdout, re.M).group(1)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [post["json"]["run_uid"] for post in hook.wait_for(1)] == [uid]
-    assert "survey ended: took the 12 images asked for" in smtp.wait_for(1)[0]["text"]
+    assert "survey ended: took the 6 images asked for" in smtp.wait_for(1)[0]["subject"]
