@@ -10,15 +10,23 @@ from __future__ import annotations
 
 import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from deepspm_bluesky.callbacks import SurveyNotifier, SurveyPlotFile
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from deepspm_bluesky.callbacks import SurveyFigure, SurveyNotifier, SurveyPlotFile
+from deepspm_bluesky.callbacks.drawing_process import render_png
 from deepspm_bluesky.callbacks.notify_rules import parse_rules
+from deepspm_bluesky.callbacks.survey_figure import FIGURE_SIZE_IN
+from deepspm_bluesky.callbacks.survey_view import ViewSnapshot
 from deepspm_bluesky.data import open_catalog
 from deepspm_bluesky.session import survey_session
 
 from .bench_survey import IMAGES, images_per_s
+from .timing import per_call_s
 
 ROUNDS = 2
 GOAL_RATIO = 0.95
@@ -34,8 +42,8 @@ class _Accept(BaseHTTPRequestHandler):
         pass
 
 
-def _rate(with_plot: bool, with_notifier: bool, url: str) -> tuple[float, int]:
-    """Images/s of one survey in a fresh session; and how many PNGs were written."""
+def _rate(with_plot: bool, with_notifier: bool, url: str) -> tuple[float, list]:
+    """Images/s of one survey in a fresh session, and the callbacks it had."""
     session = survey_session(open_catalog(tempfile.mkdtemp()), progress=False)
     extras = []
     if with_plot:
@@ -51,7 +59,15 @@ def _rate(with_plot: bool, with_notifier: bool, url: str) -> tuple[float, int]:
     session.writer.close()
     for callback in extras:
         callback.close()
-    return rate, sum(getattr(callback, "writes", 0) for callback in extras)
+    return rate, extras
+
+
+def _draw_s(view: ViewSnapshot) -> float:
+    """One draw of the figure into a PNG in this process (what the drawing process does)."""
+    fig = Figure(figsize=FIGURE_SIZE_IN)
+    FigureCanvasAgg(fig)
+    figure, path = SurveyFigure(fig), str(Path(tempfile.mkdtemp()) / "survey.png")
+    return per_call_s(lambda: render_png(figure, view, path, time.time()), repeat=3, warmup=1)
 
 
 def main() -> None:
@@ -60,15 +76,18 @@ def main() -> None:
     url = f"http://127.0.0.1:{server.server_address[1]}/hook"
     configurations = {"without": (False, False), "plot": (True, False), "both": (True, True)}
     best = dict.fromkeys(configurations, 0.0)
-    writes = 0
+    plot_file = None
     for _ in range(ROUNDS):
         for name, (plot, notify) in configurations.items():
-            rate, written = _rate(plot, notify, url)
+            rate, extras = _rate(plot, notify, url)
             best[name] = max(best[name], rate)
-            writes = max(writes, written)
+            plot_file = next((c for c in extras if isinstance(c, SurveyPlotFile)), plot_file)
     server.shutdown()
     bare = best["without"]
     print(f"survey, {IMAGES} images into Tiled: without plots {bare:.1f} images/s, with the "
-          f"--plot PNG ({writes} writes) {best['plot']:.1f} images/s -> ratio "
+          f"--plot PNG ({plot_file.writes} writes) {best['plot']:.1f} images/s -> ratio "
           f"{best['plot'] / bare:.3f} (goal {GOAL_RATIO}); with the PNG and --notify "
           f"{best['both']:.1f} images/s -> ratio {best['both'] / bare:.3f}")
+    print(f"one draw of the figure ({plot_file.view.snapshot().images} images) into a PNG: "
+          f"{1e3 * _draw_s(plot_file.view.snapshot()):.0f} ms, in the drawing process "
+          f"every {plot_file.interval_s:.0f} s at most")

@@ -1,7 +1,8 @@
 """The PNG of `survey --plot`, drawn in a process of its own.
 
-A draw costs ~0.25 s of Python (mostly laying out text), during which a thread would hold
-the interpreter the survey needs; a separate process leaves the survey alone. The parent
+A draw costs hundreds of milliseconds of Python (mostly laying out text; `bench_live_plots`
+prints it), during which a thread would hold the interpreter the survey needs; a separate
+process leaves the survey alone. The parent
 sends pickled `ViewSnapshot` objects down the child's stdin and reads a pickled reply
 (None, or what went wrong) from its stdout. The child is started with ``python -c``, so it
 never re-imports the caller's script (multiprocessing's "spawn" would).

@@ -2,7 +2,7 @@
 
 - `LiveSurveyPlots` for IPython: a matplotlib window redrawn through its canvas, at most
   every `interval_s` and never more than `MAX_DRAW_SHARE` of the time (a draw costs
-  ~0.25 s of Python, which holds the interpreter the survey needs);
+  hundreds of milliseconds of Python, which hold the interpreter the survey needs);
 - `SurveyPlotFile` for the command line (``survey --plot out.png``): a PNG rewritten
   atomically at most every `interval_s` and at the end of the run, drawn in a process of
   its own (`drawing_process`) so that the survey never waits for matplotlib.
