@@ -36,7 +36,7 @@ class SurveyFigure:
         fig.clear()
         self.ax_image, self.ax_p, self.ax_map = fig.subplots(
             1, 3, gridspec_kw={"width_ratios": [1, 1.5, 1.1]})
-        fig.subplots_adjust(left=0.04, right=0.98, bottom=0.13, top=0.83, wspace=0.28)
+        fig.subplots_adjust(left=0.04, right=0.98, bottom=0.13, top=0.83, wspace=0.36)
         self._setup_image()
         self._setup_p_good()
         self._setup_map()
@@ -47,7 +47,7 @@ class SurveyFigure:
         self.image = ax.imshow(np.zeros((2, 2)), cmap="afmhot", origin="lower",
                                interpolation="nearest", extent=(0, 1, 0, 1))
         self.colorbar = self.fig.colorbar(self.image, ax=ax, fraction=0.046, pad=0.03)
-        self.colorbar.set_label("height above the plane (pm)")
+        self.colorbar.set_label("height above the plane (pm)", labelpad=2)
         ax.set_xlabel("x (nm)")
         ax.set_ylabel("y (nm)")
         ax.set_title("latest image (plane removed)")
