@@ -178,6 +178,14 @@ def survey(
     md: Annotated[
         list[str] | None, typer.Option(help="key=value into the start document (repeatable).")
     ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Keep this PNG current while the survey runs: latest "
+                                  "image, P(good) over time, approach-area map.")
+    ] = None,
+    notify: Annotated[
+        Path | None, typer.Option(help="Notification rules (TOML): e-mail or webhook when "
+                                  "no good image comes, the survey ends, ...")
+    ] = None,
 ) -> None:
     """Run an autonomous survey on the simulator or a real instrument."""
     from deepspm_bluesky.session import InstrumentSettings
@@ -185,11 +193,36 @@ def survey(
     if backend is not BackendName.sim and port is None:
         raise typer.BadParameter(f"--port is needed for the {backend.value} backend")
     metadata = _start_metadata(sample, md)
+    watchers = _watchers(plot, notify)
     instrument = InstrumentSettings(backend.value, host=host, port=port, seed=seed,
                                     realtime=realtime, outage_s=outage_s)
-    session = _open_session(instrument, catalog, api_key)
-    _run_survey(session, images=images, mode=mode.value, navigation_file=navigation_file,
-                state=state, classifier=classifier, agent=agent, md=metadata)
+    try:
+        session = _open_session(instrument, catalog, api_key)
+        for watcher in watchers:
+            session.engine.subscribe(watcher)
+        _run_survey(session, images=images, mode=mode.value, navigation_file=navigation_file,
+                    state=state, classifier=classifier, agent=agent, md=metadata)
+    finally:
+        for watcher in watchers:
+            watcher.close()  # last PNG written, queued notices sent
+
+
+def _watchers(plot: Path | None, notify: Path | None) -> list:
+    """The `--plot` and `--notify` callbacks; a bad rules file exits 2 before any run."""
+    from deepspm_bluesky.callbacks import RulesError, SurveyNotifier, SurveyPlotFile, load_rules
+
+    rules = None
+    if plot is not None and not plot.resolve().parent.is_dir():
+        typer.echo(f"error: --plot {plot}: no directory {plot.resolve().parent}", err=True)
+        raise typer.Exit(2)
+    if notify is not None:
+        try:
+            rules = load_rules(notify)
+        except RulesError as error:
+            typer.echo(f"error: {error}", err=True)
+            raise typer.Exit(2) from None
+    return ([] if plot is None else [SurveyPlotFile(plot)]) + (
+        [] if rules is None else [SurveyNotifier(rules)])
 
 
 def install_profile() -> Path:
