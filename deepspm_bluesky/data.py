@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
 import time
 import warnings
+from collections import deque
 from pathlib import Path
 
 import platformdirs
@@ -100,14 +100,16 @@ class TimedTiledWriter(TiledWriter):
 
     TiledWriter batches by count only, and writes in the caller's thread: with an embedded
     catalog the Tiled server runs there too, so each batch stopped the RunEngine for tens of
-    milliseconds. Here the caller only queues each document (the journal, written before,
-    keeps it safe) and one thread writes them in order; pending events are also written when
-    the oldest has waited `max_wait_s` (a simulated survey makes ~100 images/s, a real one
-    one every few seconds). A run's start and stop, and every event of a writer with
-    `batch_size` 1 (a real instrument's), return only once written, so a run is in Tiled
-    when the RunEngine is done with it. An error of the writing thread is raised by the next
-    document. Documents come from the RunEngine as they are (current schema): no normalizer.
-    `flush` writes what waits now; `close` writes what is queued, then stops the thread.
+    milliseconds. Here the caller only appends each document to a queue (the journal, written
+    before, keeps it safe), and one thread writes them in order, woken by a batch's worth of
+    events or by time, not by each document (each wake-up takes the GIL from the RunEngine):
+    pending events are written when the oldest has waited `max_wait_s` (a simulated survey
+    makes ~100 images/s, a real one one every few seconds). A run's start and stop, and every
+    event of a writer with `batch_size` 1 (a real instrument's), return only once written,
+    so a run is in Tiled when the RunEngine is done with it. An error of the writing thread
+    is raised by the next document. Documents come from the RunEngine as they are (current
+    schema): no normalizer. `flush` writes what waits now; `close` writes what is queued,
+    then stops the thread.
     """
 
     _FLUSH, _CLOSE = object(), object()  # commands to the writing thread
@@ -116,10 +118,12 @@ class TimedTiledWriter(TiledWriter):
                  max_queued: int = 2000) -> None:
         super().__init__(client, batch_size=batch_size, normalizer=None)
         self.max_wait_s = float(max_wait_s)
+        self.max_queued = int(max_queued)  # beyond, the caller waits for the writing thread
         self._writers: dict[str, _RunWriter] = {}
-        self._pending_since: float | None = None
-        # beyond `max_queued` documents waiting, the caller waits for the writing thread
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queued)
+        self._pending_since: float | None = None  # when the oldest unwritten event came
+        self._queue: deque[tuple] = deque()  # (name, doc, done event or None, time queued)
+        self._unsignalled = 0  # events queued since the thread was last woken
+        self._wake = threading.Event()
         self._error: BaseException | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._write_queued, name="tiled-writer",
@@ -136,26 +140,31 @@ class TimedTiledWriter(TiledWriter):
         self._raise_error()
         if self._closed:
             raise RuntimeError("this Tiled writer is closed")
-        done = threading.Event() if name in ("start", "stop") or self._batch_size <= 1 \
-            else None
-        self._queue.put((name, doc, done))
-        if done is not None:
-            done.wait()
-            self._raise_error()
+        wait = name in ("start", "stop") or self._batch_size <= 1 \
+            or len(self._queue) >= self.max_queued
+        self._put(name, doc, wait=wait)
 
     def flush(self) -> None:
         """Write every queued document and every pending event of every open run now."""
-        done = threading.Event()
-        self._queue.put((self._FLUSH, None, done))
-        done.wait()
-        self._raise_error()
+        self._put(self._FLUSH, None, wait=True)
 
     def close(self) -> None:
         """Write what is queued (not the events a run's stop would write), stop the thread."""
         if not self._closed:
             self._closed = True
-            self._queue.put((self._CLOSE, None, None))
+            self._put(self._CLOSE, None, wait=False)
         self._thread.join()
+
+    def _put(self, name, doc, *, wait: bool) -> None:
+        done = threading.Event() if wait else None
+        self._queue.append((name, doc, done, time.monotonic()))
+        self._unsignalled += 1
+        if wait or name is self._CLOSE or self._unsignalled >= self._batch_size:
+            self._unsignalled = 0
+            self._wake.set()
+        if done is not None:
+            done.wait()
+            self._raise_error()
 
     def _raise_error(self) -> None:
         error, self._error = self._error, None
@@ -164,38 +173,39 @@ class TimedTiledWriter(TiledWriter):
 
     # -- the writing thread -------------------------------------------------------------------
     def _write_queued(self) -> None:
+        tick_s = min(0.25, self.max_wait_s / 4)  # how long queued documents may wait unseen
         while True:
-            try:
-                name, doc, done = self._queue.get(timeout=self._wait_s())
-            except queue.Empty:
-                name, doc, done = self._FLUSH, None, None
-            try:
+            since = self._pending_since
+            due_s = tick_s if since is None else since + self.max_wait_s - time.monotonic()
+            self._wake.wait(min(tick_s, max(due_s, 0.0)))
+            self._wake.clear()
+            while self._queue:
+                name, doc, done, queued = self._queue.popleft()
                 if name is self._CLOSE:
                     return
                 if name is self._FLUSH:
-                    self._write_pending()
+                    self._attempt("pending events", self._write_pending)
                 else:
-                    self._write(name, doc)
-            except Exception as error:  # raised by the caller's next document
-                logging.getLogger(__name__).exception("writing a %s document to Tiled failed",
-                                                      name)
-                self._error = error
-            finally:
+                    self._attempt(f"a {name} document", self._write, name, doc, queued)
                 if done is not None:
                     done.set()
+            since = self._pending_since
+            if since is not None and time.monotonic() - since >= self.max_wait_s:
+                self._attempt("pending events", self._write_pending)
 
-    def _wait_s(self) -> float | None:
-        """Seconds until the oldest pending event is due (None: nothing pending)."""
-        if self._pending_since is None:
-            return None
-        return max(0.0, self._pending_since + self.max_wait_s - time.monotonic())
+    def _attempt(self, what: str, write, *args) -> None:
+        try:
+            write(*args)
+        except Exception as error:  # raised by the caller's next document
+            logging.getLogger(__name__).exception("writing %s to Tiled failed", what)
+            self._error = error
 
-    def _write(self, name: str, doc: dict) -> None:
+    def _write(self, name: str, doc: dict, queued: float) -> None:
         super().__call__(name, doc)
         if name == "stop":
             self._writers.pop(doc["run_start"], None)
         if name == "event" and self._pending_since is None:
-            self._pending_since = time.monotonic()
+            self._pending_since = queued
         if name in ("event", "stop") and not self._pending():
             self._pending_since = None
 
@@ -210,4 +220,3 @@ class TimedTiledWriter(TiledWriter):
                     writer._write_internal_data(cache, desc_node=writer._desc_nodes[stream])
                     cache.clear()
         self._pending_since = None
-
