@@ -9,6 +9,7 @@ import re
 import threading
 import time
 import warnings
+from collections import deque
 from pathlib import Path
 
 import platformdirs
@@ -187,22 +188,39 @@ def tiled_writer(client, *, batch_size: int = SIM_WRITE_BATCH,
 
 
 class TimedTiledWriter(TiledWriter):
-    """bluesky-tiled-plugins' `TiledWriter`, also flushed by time from a daemon thread.
+    """bluesky-tiled-plugins' `TiledWriter`, writing from its own thread, by count and by time.
 
-    TiledWriter batches by count only; a simulated survey makes ~100 images/s and a real one
-    one every few seconds, so pending events are also written when the oldest has waited
-    `max_wait_s`. Documents come from the RunEngine as they are (current schema), so no
-    normalizer runs. `flush` writes what waits now; `close` stops the thread.
+    TiledWriter batches by count only, and writes in the caller's thread: with an embedded
+    catalog the Tiled server runs there too, so each batch stopped the RunEngine for tens of
+    milliseconds. Here the caller only appends each document to a queue (the journal, written
+    before, keeps it safe), and one thread writes them in order, woken by a batch's worth of
+    events or by time, not by each document (each wake-up takes the GIL from the RunEngine):
+    pending events are written when the oldest has waited `max_wait_s` (a simulated survey
+    makes ~100 images/s, a real one one every few seconds). A run's start and stop, and every
+    event of a writer with `batch_size` 1 (a real instrument's), return only once written,
+    so a run is in Tiled when the RunEngine is done with it. An error of the writing thread
+    is raised by the next document. Documents come from the RunEngine as they are (current
+    schema): no normalizer. `flush` writes what waits now; `close` writes what is queued,
+    then stops the thread.
     """
 
-    def __init__(self, client, *, batch_size: int, max_wait_s: float = MAX_WAIT_S) -> None:
+    _FLUSH, _CLOSE = object(), object()  # commands to the writing thread
+
+    def __init__(self, client, *, batch_size: int, max_wait_s: float = MAX_WAIT_S,
+                 max_queued: int = 2000) -> None:
         super().__init__(client, batch_size=batch_size, normalizer=None)
         self.max_wait_s = float(max_wait_s)
-        self._lock = threading.RLock()
+        self.max_queued = int(max_queued)  # beyond, the caller waits for the writing thread
         self._writers: dict[str, _RunWriter] = {}
-        self._pending_since: float | None = None
-        self._closed = threading.Event()
-        threading.Thread(target=self._flush_when_due, name="tiled-flush", daemon=True).start()
+        self._pending_since: float | None = None  # when the oldest unwritten event came
+        self._queue: deque[tuple] = deque()  # (name, doc, done event or None, time queued)
+        self._unsignalled = 0  # events queued since the thread was last woken
+        self._wake = threading.Event()
+        self._error: BaseException | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._write_queued, name="tiled-writer",
+                                        daemon=True)
+        self._thread.start()
 
     def _factory(self, name, doc):
         # every array goes to zarr: the SQLite table store takes no list columns
@@ -211,42 +229,86 @@ class TimedTiledWriter(TiledWriter):
         return [writer], []
 
     def __call__(self, name, doc):
-        with self._lock:
-            super().__call__(name, doc)
-            if name == "stop":
-                self._writers.pop(doc["run_start"], None)
-            if name == "event" and self._pending_since is None:
-                self._pending_since = time.monotonic()
-            if name in ("event", "stop") and not self._pending():
-                self._pending_since = None
+        self._raise_error()
+        if self._closed:
+            raise RuntimeError("this Tiled writer is closed")
+        wait = name in ("start", "stop") or self._batch_size <= 1 \
+            or len(self._queue) >= self.max_queued
+        self._put(name, doc, wait=wait)
+
+    def flush(self) -> None:
+        """Write every queued document and every pending event of every open run now."""
+        self._put(self._FLUSH, None, wait=True)
+
+    def close(self) -> None:
+        """Write what is queued (not the events a run's stop would write), stop the thread."""
+        if not self._closed:
+            self._closed = True
+            self._put(self._CLOSE, None, wait=False)
+        self._thread.join()
+
+    def _put(self, name, doc, *, wait: bool) -> None:
+        done = threading.Event() if wait else None
+        self._queue.append((name, doc, done, time.monotonic()))
+        self._unsignalled += 1
+        if wait or name is self._CLOSE or self._unsignalled >= self._batch_size:
+            self._unsignalled = 0
+            self._wake.set()
+        if done is not None:
+            done.wait()
+            self._raise_error()
+
+    def _raise_error(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    # -- the writing thread -------------------------------------------------------------------
+    def _write_queued(self) -> None:
+        tick_s = min(0.25, self.max_wait_s / 4)  # how long queued documents may wait unseen
+        while True:
+            since = self._pending_since
+            due_s = tick_s if since is None else since + self.max_wait_s - time.monotonic()
+            self._wake.wait(min(tick_s, max(due_s, 0.0)))
+            self._wake.clear()
+            while self._queue:
+                name, doc, done, queued = self._queue.popleft()
+                if name is self._CLOSE:
+                    return
+                if name is self._FLUSH:
+                    self._attempt("pending events", self._write_pending)
+                else:
+                    self._attempt(f"a {name} document", self._write, name, doc, queued)
+                if done is not None:
+                    done.set()
+            since = self._pending_since
+            if since is not None and time.monotonic() - since >= self.max_wait_s:
+                self._attempt("pending events", self._write_pending)
+
+    def _attempt(self, what: str, write, *args) -> None:
+        try:
+            write(*args)
+        except Exception as error:  # raised by the caller's next document
+            logging.getLogger(__name__).exception("writing %s to Tiled failed", what)
+            self._error = error
+
+    def _write(self, name: str, doc: dict, queued: float) -> None:
+        super().__call__(name, doc)
+        if name == "stop":
+            self._writers.pop(doc["run_start"], None)
+        if name == "event" and self._pending_since is None:
+            self._pending_since = queued
+        if name in ("event", "stop") and not self._pending():
+            self._pending_since = None
 
     def _pending(self) -> bool:
         return any(cache for writer in self._writers.values()
                    for cache in writer._internal_data_cache.values())
 
-    def flush(self) -> None:
-        """Write every pending event of every open run now."""
-        with self._lock:
-            for writer in self._writers.values():
-                for stream, cache in writer._internal_data_cache.items():
-                    if cache:  # as _RunWriter.stop writes its cache
-                        writer._write_internal_data(cache, desc_node=writer._desc_nodes[stream])
-                        cache.clear()
-            self._pending_since = None
-
-    def _flush_when_due(self) -> None:
-        while not self._closed.wait(min(0.25, self.max_wait_s / 4)):
-            with self._lock:
-                since = self._pending_since
-                if self._closed.is_set() or since is None \
-                        or time.monotonic() - since < self.max_wait_s:
-                    continue
-                try:
-                    self.flush()
-                except Exception:  # the next document or the stop retries; never kill the run
-                    logging.getLogger(__name__).exception("timed Tiled flush failed")
-
-    def close(self) -> None:
-        """Stop the flushing thread, after a flush in progress (the run's stop writes the rest)."""
-        with self._lock:
-            self._closed.set()
+    def _write_pending(self) -> None:
+        for writer in self._writers.values():
+            for stream, cache in writer._internal_data_cache.items():
+                if cache:  # as _RunWriter.stop writes its cache
+                    writer._write_internal_data(cache, desc_node=writer._desc_nodes[stream])
+                    cache.clear()
+        self._pending_since = None

@@ -118,12 +118,33 @@ def judge_on(stm: STM, classifier: Classifier) -> Callable[[np.ndarray], Judgeme
     return judge_image
 
 
-def move_scanner(stm: STM, x_nm: float, y_nm: float) -> MsgGenerator[None]:
-    """Move the frame centre to (x, y) nm and wait (`bps.mv` of both axes, in messages)."""
-    group = "move"
-    yield Msg("set", stm.scanner.x_nm, x_nm, group=group)
-    yield Msg("set", stm.scanner.y_nm, y_nm, group=group)
-    yield Msg("wait", None, group=group)
+class FrameCentre:
+    """The scan frame's centre (x, y) in nm as one movable: ``set((x, y))`` puts both axes,
+    each checked against its limits, and returns a finished status.
+
+    ``Msg("set", axis, x)`` on an ophyd signal starts a thread per call to wait for a
+    readback that a soft signal has at once: two threads an image, more than the scan of a
+    simulated one. Keep one per scanner (the RunEngine remembers every object it moved).
+    """
+
+    def __init__(self, scanner) -> None:
+        self.scanner = scanner
+        self.name = f"{scanner.name}_centre"
+        self.parent = None
+
+    def set(self, value: tuple[float, float]) -> Status:
+        x_nm, y_nm = value
+        self.scanner.x_nm.put(x_nm)
+        self.scanner.y_nm.put(y_nm)
+        status = Status()
+        status.set_finished()
+        return status
+
+
+def move_scanner(centre: FrameCentre, x_nm: float, y_nm: float) -> MsgGenerator[None]:
+    """Move the frame centre to (x, y) nm and wait (replayed after a pause, like `bps.mv`)."""
+    yield Msg("set", centre, (x_nm, y_nm), group="move")
+    yield Msg("wait", None, group="move")
 
 
 def scan_image(stm: STM, decisions: DecisionSignals,

@@ -43,6 +43,7 @@ from ..devices import STM
 from .conditioning import ConditioningChoices
 from .metadata import plan_metadata
 from .stubs import (
+    FrameCentre,
     action_signals,
     change_area,
     condition_tip,
@@ -171,6 +172,7 @@ class _Survey:
                                     else TipClassifier.pretrained())
         self.images, self.actions = primary_signals(), action_signals(len(stm.actions))
         self.episodes, self.outages = episode_signals(), outage_signals()
+        self.centre = FrameCentre(stm.scanner)
         self.started = time.monotonic()
         self.saved_at = -math.inf  # the first cycle saves at once: the state names this run
 
@@ -335,7 +337,7 @@ class _Survey:
             self.events["episodes"] += 1
             return None
         if isinstance(step, Move):  # the cycle's checkpoint precedes it
-            yield from move_scanner(self.stm, step.x_nm, step.y_nm)
+            yield from move_scanner(self.centre, step.x_nm, step.y_nm)
             return None
         yield from bps.checkpoint()
         self.events["actions"] += 1  # every other step records one action event

@@ -4,6 +4,10 @@ DeepSPM's agent learned in its own thread beside data collection. The survey han
 transition to `LiveLearner.observe`, which only queues it and returns at once; a worker
 thread stores it and runs the gradient updates. A lock serialises learning and `suggest`,
 so a suggestion waits at most for one learning step (a millisecond with a frozen trunk).
+Learning is paced: transitions observed with their gradient step take at most `max_share`
+of the wall time, and one that arrives beyond that is only stored (a simulated survey makes
+a transition every few milliseconds, a step costs ~13 ms and competes with the plan for the
+2 cores and the GIL; a real one leaves time for a step per transition).
 No Bluesky import: the plan adapts this like any `Agent`.
 """
 
@@ -12,6 +16,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,8 @@ import torch
 from .agents import Agent, Transition
 
 STOP = object()
+MAX_SHARE = 0.05  # of the wall time, at most, spent on learning steps (bench_live_learning)
+FREE_START_S = 0.25  # ... beyond a first quarter second, so that a short survey learns too
 
 
 class LiveLearner:
@@ -36,6 +43,12 @@ class LiveLearner:
     max_queued
         Transitions waiting at most; further ones are dropped (and counted) rather than
         slowing the survey down.
+    max_share
+        Share of the wall time that transitions observed with their gradient step may
+        take (beyond a first `FREE_START_S`); a transition arriving while they are over
+        it is stored without a step (counted as ``paced``).
+        Only for agents that can store without learning (``settings.updates_per_transition``,
+        as `ConditioningAgent`); others learn from every transition. None: no pacing.
 
     Examples
     --------
@@ -45,9 +58,13 @@ class LiveLearner:
     1
     """
 
-    def __init__(self, agent: Agent, *, learn: bool = True, max_queued: int = 1000) -> None:
+    def __init__(self, agent: Agent, *, learn: bool = True, max_queued: int = 1000,
+                 max_share: float | None = MAX_SHARE) -> None:
+        if max_share is not None and not 0 < max_share <= 1:
+            raise ValueError(f"max_share must be in (0, 1] or None, got {max_share!r}")
         self.agent = agent
         self.learning = learn
+        self.max_share = max_share
         self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue(maxsize=max_queued)
         self._closed = False
@@ -55,9 +72,12 @@ class LiveLearner:
         self.learned = 0
         self.dropped = 0
         self.errors = 0
+        self.paced = 0
         self.last: dict[str, float] = {}
         self._losses: list[float] = []
         self._learn_s = 0.0
+        self._step_s = 0.0  # time of the transitions observed with their step
+        self._started = time.perf_counter()
         self._start = _parameters(agent)
         self._thread = threading.Thread(target=self._run, name="deepspm-live-learner",
                                         daemon=True)
@@ -107,7 +127,8 @@ class LiveLearner:
         return True
 
     def close(self, timeout: float | None = 30.0) -> None:
-        """Learn what is queued, then stop the thread (idempotent)."""
+        """Take in what is queued (learning within the share), then stop the thread
+        (idempotent)."""
         if self._closed:
             return
         self._closed = True
@@ -127,7 +148,8 @@ class LiveLearner:
             self.agent.restore(path)
 
     def report(self) -> dict[str, float]:
-        """What was learned: transitions, dropped, updates, mean loss, weight change.
+        """What was learned: transitions, dropped, paced (stored without a step), updates,
+        mean loss, time spent, weight change.
 
         ``weight_change`` is the L2 norm of the change of the agent's parameters since this
         learner started (0 for an agent without torch parameters).
@@ -137,7 +159,7 @@ class LiveLearner:
             losses = self._losses
             return {
                 "transitions": float(self.learned), "dropped": float(self.dropped),
-                "errors": float(self.errors),
+                "paced": float(self.paced), "errors": float(self.errors),
                 "queued": float(self._queue.qsize()),
                 "updates": float(self.last.get("updates", 0.0)),
                 "mean_loss": float(np.mean(losses)) if losses else float("nan"),
@@ -152,9 +174,12 @@ class LiveLearner:
                 if item is STOP:
                     return
                 started = time.perf_counter()
+                step = self._within_share(started)
                 with self._lock:
-                    metrics = self.agent.observe(item)
-                self._learn_s += time.perf_counter() - started
+                    metrics = self._observe(item, step=step)
+                took = time.perf_counter() - started
+                self._learn_s += took
+                self._step_s += took if step else 0.0
                 self.learned += 1
                 self.last = dict(metrics)
                 if "loss" in metrics:
@@ -164,6 +189,24 @@ class LiveLearner:
                 self.errors += 1
             finally:
                 self._queue.task_done()
+
+    def _within_share(self, now: float) -> bool:
+        return self.max_share is None \
+            or self._step_s <= self.max_share * (now - self._started) + FREE_START_S
+
+    def _observe(self, transition: Transition, *, step: bool) -> dict[str, float]:
+        """The agent's `observe`; without its gradient step when `step` is False and the
+        agent can store alone (its ``updates_per_transition`` set to 0 for this call)."""
+        settings = getattr(self.agent, "settings", None)
+        if step or not hasattr(settings, "updates_per_transition"):
+            return self.agent.observe(transition)
+        self.agent.settings = replace(settings, updates_per_transition=0)
+        try:
+            metrics = self.agent.observe(transition)
+        finally:
+            self.agent.settings = settings
+        self.paced += 1
+        return metrics
 
     @property
     def error(self) -> BaseException | None:
