@@ -259,7 +259,7 @@ def test_the_survey_command_plots_and_notifies(tmp_path, smtp, hook):
                            "--catalog", tmp_path / "catalog"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    uid = re.search(r"^run (\S+)$", done.stdout, re.M).group(1)
+    uid = re.search(r"^run (\S+)", done.stdout, re.M).group(1)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [post["json"]["run_uid"] for post in hook.wait_for(1)] == [uid]
     assert "survey ended: took the 6 images asked for" in smtp.wait_for(1)[0]["subject"]
