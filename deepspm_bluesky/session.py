@@ -263,8 +263,10 @@ def next_scan_id(client) -> Callable[[dict], int]:
 
 def largest_scan_id(client) -> int:
     """The largest ``scan_id`` of the runs in the catalog (0 for an empty one)."""
-    newest = client.sort(("start.scan_id", -1)).values().first() if len(client) else None
-    return int((newest.start or {}).get("scan_id") or 0) if newest is not None else 0
+    # not len(client): Tiled caches a container's length for a second, and a survey that
+    # opens and closes within it would leave `len(catalog)` stale for the user
+    newest = client.sort(("start.scan_id", -1)).values().head(1)
+    return int((newest[0].start or {}).get("scan_id") or 0) if newest else 0
 
 
 class _EndingReported(logging.Filter):
