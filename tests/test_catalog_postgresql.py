@@ -8,17 +8,14 @@ import datetime as dt
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from services import debian_program
+from services import answers, debian_program, free_port, listening, wait_until
 
 from deepspm_bluesky.data import open_catalog, search_surveys, survey_dataset
 from deepspm_bluesky.devices import simulated_stm
@@ -28,33 +25,6 @@ from deepspm_bluesky.session import survey_session
 KEY = "facilityKey42"
 PASSWORD = "s3cret-pw"
 CLI = str(Path(sys.executable).parent / "deepspm-bluesky")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(ready, what: str, process: subprocess.Popen, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        if process.poll() is not None:
-            pytest.fail(f"{what} exited: {process.communicate()[0]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} not ready after {timeout_s} s")
-        time.sleep(0.2)
-
-
-def accepts(port: int, path: str | None = None) -> bool:
-    try:
-        if path is None:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        else:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1)
-        return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +48,7 @@ def postgresql():
          "-p", str(port), "-k", str(folder), "-c", "fsync=off"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        wait_until(lambda: accepts(port), "postgres", server)
+        wait_until(lambda: listening(port), "postgres", server)
         subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port),
                         "-U", "tiled", "catalog"], check=True, capture_output=True,
                        env=dict(os.environ, PGPASSWORD=PASSWORD), timeout=60)
@@ -99,7 +69,8 @@ def served(postgresql, tmp_path_factory):
          "--api-key", KEY], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env=dict(os.environ, PYTHONUNBUFFERED="1"))
     try:
-        wait_until(lambda: accepts(port, "/healthz"), "deepspm-bluesky serve", server)
+        wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), "deepspm-bluesky serve",
+                   server)
         yield f"http://127.0.0.1:{port}", files, server.stdout.readline()
     finally:
         server.terminate()

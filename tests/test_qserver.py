@@ -6,36 +6,20 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from importlib import resources
 from pathlib import Path
 
 import pytest
 import yaml
 from bluesky_queueserver.manager.comms import zmq_single_request
-from services import debian_program
+from services import debian_program, free_port, listening, wait_until
 
 from deepspm_bluesky.data import open_catalog
 
 BIN = Path(sys.executable).parent
 STARTUP = Path(str(resources.files("deepspm_bluesky.profiles").joinpath("qserver")))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_until(condition, what: str, timeout: float, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout} s (exit {process.poll()})")
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +30,7 @@ def redis_address(tmp_path_factory):
     server = subprocess.Popen([program, "--bind", "127.0.0.1", "--port", str(port), "--dir",
                                str(folder), "--save", "", "--appendonly", "no"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    with socket.socket() as probe:
-        wait_until(lambda: probe.connect_ex(("127.0.0.1", port)) == 0, "redis listening", 20,
-                   server)
+    wait_until(lambda: listening(port), "redis listening", server, timeout_s=20)
     yield f"127.0.0.1:{port}"
     server.terminate()
     server.wait(timeout=10)
@@ -67,7 +49,7 @@ def manager(redis_address, tmp_path_factory):
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # its own group to end
         env={**os.environ, "DEEPSPM_CATALOG": str(catalog), "OMP_NUM_THREADS": "1"})
     status = lambda: zmq_single_request("status", zmq_server_address=address, timeout=1000)[0]  # noqa: E731
-    wait_until(lambda: status() is not None, "manager answering", 60, process)
+    wait_until(lambda: status() is not None, "manager answering", process, timeout_s=60)
     yield address, catalog, status, process
     zmq_single_request("manager_stop", {"option": "safe_off"}, zmq_server_address=address,
                        timeout=1000)  # closes the environment too
@@ -97,14 +79,14 @@ def test_the_shipped_plan_list_offers_the_survey_with_typed_parameters():
 def test_a_queued_survey_runs_and_lands_in_tiled_with_its_images(manager):
     address, catalog, status, process = manager
     qserver(address, "environment", "open")
-    wait_until(lambda: status()["worker_environment_state"] == "idle", "environment open", 90,
-               process)
+    wait_until(lambda: status()["worker_environment_state"] == "idle", "environment open",
+               process, timeout_s=90)
     item = {"name": "autonomous_survey", "args": ["stm"],
             "kwargs": {"max_images": 3, "agent": "random", "md": {"sample": "queued"}}}
     qserver(address, "queue", "add", "plan", json.dumps(item))
     qserver(address, "queue", "start")
     wait_until(lambda: status()["items_in_queue"] == 0 and status()["manager_state"] == "idle",
-               "queue done", 90, process)
+               "queue done", process, timeout_s=90)
     history = zmq_single_request("history_get", zmq_server_address=address)[0]["items"]
     assert history[-1]["result"]["exit_status"] == "completed", history[-1]["result"]
     run = open_catalog(catalog)[-1]

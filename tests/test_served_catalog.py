@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from services import answers, free_port, wait_until
 from tiled.client import from_uri
 
 from deepspm_bluesky.data import open_catalog, serve_catalog, tiled_writer
 from deepspm_bluesky.plans import autonomous_survey
 
 KEY = "secretTestKey42"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -36,17 +28,7 @@ def served(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{uri}/healthz", timeout=1)
-            break
-        except OSError:
-            assert server.poll() is None, server.stdout.read().decode()
-            time.sleep(0.2)
-    else:
-        server.kill()
-        pytest.fail("tiled server did not come up")
+    wait_until(lambda: answers(f"{uri}/healthz"), "tiled server", server, timeout_s=60)
     yield uri, tmp_path / "cat"
     server.terminate()
     server.wait(timeout=10)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from services import free_port
 
 from deepspm_bluesky.devices import InstrumentError, InstrumentUnreachable, labview_stm, nanonis_stm
 from deepspm_bluesky.devices.labview import LabVIEWBackend
@@ -72,12 +72,6 @@ def test_requests_from_two_threads_never_mix_on_the_wire(protocol):
 
 
 # -- outages ---------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
 def test_a_scan_waits_for_a_server_that_goes_away_and_comes_back_on_the_same_port(protocol):
     server_class, backend_class, fast = PROTOCOLS[protocol]

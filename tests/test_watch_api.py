@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import threading
 import time
 
@@ -13,6 +12,7 @@ import pytest
 import uvicorn
 from bluesky import RunEngine
 from matplotlib.image import imread
+from services import free_port
 from starlette.testclient import TestClient
 from tiled.config import Authentication
 from tiled.server.app import build_app
@@ -112,12 +112,6 @@ def test_reviews_of_unknown_images_or_kinds_are_refused(page, table):
     assert page.post(f"/api/runs/{uid}/images/0/review",
                      json={"review": "maybe"}).status_code == 422
     assert page.get("/api/runs/not-a-run/images").status_code == 404
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_with_a_served_tiled_the_page_stores_reviews_and_never_shows_the_key(catalog, table):

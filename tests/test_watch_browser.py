@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,19 +17,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from services import debian_program
+from services import answers, debian_program, free_port, wait_until
 
 from deepspm_bluesky.data import open_catalog
 
 IMAGES = 40
 REALTIME = 0.03  # 64 lines of 10 nm at 80 nm/s, forth and back: 16 s a frame at realtime 1
 CLI = Path(sys.executable).parent / "deepspm-bluesky"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -63,18 +56,11 @@ def watched(tmp_path_factory):
     page = subprocess.Popen([str(CLI), "watch", "--catalog", str(directory), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/api/status", timeout=2)
-            break
-        except OSError:
-            assert page.poll() is None, page.stdout.read().decode()
-            time.sleep(0.3)
-    else:
-        page.kill()
+    try:
+        wait_until(lambda: answers(f"{url}/api/status", timeout_s=2), "the watch page", page)
+    except BaseException:
         survey.kill()
-        pytest.fail("the watch page did not come up")
+        raise
     yield url, directory, survey
     for process in (survey, page):
         if process.poll() is None:
@@ -97,6 +83,23 @@ def shown_images(driver) -> int:
     return int(text) if text.isdigit() else 0
 
 
+def mark_a_judged_image_wrong(driver) -> tuple[int, str] | None:
+    """Click "wrong" on the first judged tile: (its index, its verdict), or None while the
+    gallery has none or is redrawn under the click (the page polls every few seconds)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        for tile in driver.find_elements("css selector", "#gallery .tile"):
+            if tile.find_elements("css selector", "button.wrong"):
+                index = int(tile.get_attribute("data-index"))
+                verdict = tile.find_element("css selector", "b.tag").text
+                tile.find_element("css selector", "button.wrong").click()
+                return index, verdict
+    except StaleElementReferenceException:
+        pass
+    return None
+
+
 def test_the_page_follows_a_running_survey_and_stores_a_verdict_marked_wrong(watched,
                                                                               browser):
     url, directory, survey = watched
@@ -113,12 +116,8 @@ def test_the_page_follows_a_running_survey_and_stores_a_verdict_marked_wrong(wat
     assert browser.find_element("id", "state").text == "running"
 
     browser.find_element("css selector", "#runs tbody tr").click()
-    tile = wait_for(lambda: [t for t in browser.find_elements("css selector", "#gallery .tile")
-                             if t.find_elements("css selector", "button.wrong")], 30,
-                    "a judged image in the gallery")[0]
-    index = int(tile.get_attribute("data-index"))
-    verdict = tile.find_element("css selector", "b.tag").text
-    tile.find_element("css selector", "button.wrong").click()
+    index, verdict = wait_for(lambda: mark_a_judged_image_wrong(browser), 30,
+                              "a judged image in the gallery")
     wait_for(lambda: browser.find_element("id", "corrections").text == "1", 60,
              "the page to count the correction")
 
