@@ -16,13 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from deepspm_bluesky.actions import ActionTable, load_actions
-from deepspm_bluesky.navigation import CRASH_RADIUS_NM, Navigator
-from deepspm_bluesky.policy import MEASUREMENT_ACTION
+from deepspm_bluesky.navigation import Navigator
+from deepspm_bluesky.policy import NEW_AREA_ACTION, mark_action, mark_image
 
 AREA_NM = 850.0  # approach area when the start document names no instrument scan range
 FRAME_NM = 10.0  # frame side when the descriptor's configuration names none
-NEW_AREA_ACTION = "new area"  # `plans.stubs.change_area` records the coarse move so
-CLEAN_ACTION = "clean"
 
 
 @dataclass(frozen=True)
@@ -156,37 +154,26 @@ class SurveyView:
             run.area_index = int(area)
         run.frames.append((x_nm, y_nm))
         run.frame_good.append(good)
-        self._mark_image(verdict, x_nm, y_nm)
-
-    def _mark_image(self, verdict: str, x_nm: float, y_nm: float) -> None:
-        """Used ground as the survey policy marks it for an image of this verdict."""
-        if not (math.isfinite(x_nm) and math.isfinite(y_nm)):
-            return
-        if verdict == "crash":
-            self.run.crashes.append((x_nm, y_nm))
-            self.nav.forbid(x_nm, y_nm, CRASH_RADIUS_NM)
-        elif verdict == "debris":
-            self.nav.mark_debris(x_nm, y_nm)
-        elif verdict in ("good", "bad"):
-            self.nav.clear_debris()
-            self.nav.forbid(x_nm, y_nm, self.actions.get(MEASUREMENT_ACTION).forbid_radius_nm)
+        if math.isfinite(x_nm) and math.isfinite(y_nm):
+            if verdict == "crash":
+                run.crashes.append((x_nm, y_nm))
+            mark_image(self.nav, self.actions, verdict, x_nm, y_nm)
 
     def _action(self, data: dict) -> None:
         name, run = str(data.get("action", "")), self.run
+        x_nm, y_nm = float(data.get("x_nm", math.nan)), float(data.get("y_nm", math.nan))
+        outcome = str(data.get("outcome", ""))
         if name == NEW_AREA_ACTION:
-            self.nav.new_area()
             run.frames.clear()
             run.frame_good.clear()
             run.actions.clear()
             run.crashes.clear()
+        elif name in self.actions.names and outcome != "refused" \
+                and math.isfinite(x_nm) and math.isfinite(y_nm):
+            run.actions.append((x_nm, y_nm))
+        else:
             return
-        x_nm, y_nm = float(data.get("x_nm", math.nan)), float(data.get("y_nm", math.nan))
-        if name == CLEAN_ACTION or data.get("outcome") == "refused" \
-                or not (math.isfinite(x_nm) and math.isfinite(y_nm)):
-            return
-        run.actions.append((x_nm, y_nm))
-        if name in self.actions.names:
-            self.nav.forbid(x_nm, y_nm, self.actions.get(name).forbid_radius_nm)
+        mark_action(self.nav, self.actions, name, x_nm, y_nm, outcome)
 
     # -- reading ---------------------------------------------------------------------------
     def snapshot(self) -> ViewSnapshot:

@@ -35,8 +35,33 @@ MAX_CONSECUTIVE_CRASHES = 2
 MAX_CONSECUTIVE_NO_CONTACT = 3  # approaches that did not bring the tip back: give up
 MAX_EPISODE_ACTIONS = 100  # DeepSPM: an episode this long ends, in a new approach area
 MEASUREMENT_ACTION = "stall for measurement"
+NEW_AREA_ACTION = "new area"  # how the coarse move to a fresh approach area is recorded
 STATE_FORMAT = "deepspm-bluesky survey policy"
 STATE_VERSION = 1
+
+
+# -- used ground: the one home of what an image or an action uses up ----------------------
+def mark_image(nav: Navigator, actions: ActionTable, verdict: str, x_nm: float,
+               y_nm: float) -> None:
+    """Mark the ground an image of this verdict at (x, y) nm uses up: the policy's rule, and
+    how a resumed survey or a watcher rebuilds the map from recorded images."""
+    if verdict == "crash":
+        nav.forbid(x_nm, y_nm, CRASH_RADIUS_NM)
+    elif verdict == "debris":
+        nav.mark_debris(x_nm, y_nm)
+    elif verdict in ("good", "bad"):
+        nav.clear_debris()
+        nav.forbid(x_nm, y_nm, actions.get(MEASUREMENT_ACTION).forbid_radius_nm)
+
+
+def mark_action(nav: Navigator, actions: ActionTable, name: str, x_nm: float, y_nm: float,
+                outcome: str = "done") -> None:
+    """Mark what a recorded action uses up: a fresh approach area, or the forbidden disc of
+    an action of the table (a refused one, a tip clean or an approach uses nothing more)."""
+    if name == NEW_AREA_ACTION:
+        nav.new_area()
+    elif name in actions.names and outcome != "refused":
+        nav.forbid(x_nm, y_nm, actions.get(name).forbid_radius_nm)
 
 
 # -- the steps the plan executes ---------------------------------------------------------
@@ -184,13 +209,13 @@ class SurveyPolicy:
         if c.no_contact_in_row >= MAX_CONSECUTIVE_NO_CONTACT:
             return [End("fail", f"no tunnelling contact in {c.no_contact_in_row} images in a "
                                 f"row (image {c.images}): approaching did not restore it")]
+        if verdict in ("crash", "debris"):
+            mark_image(self.nav, self.actions, verdict, *self.nav.position)
         if verdict == "crash":
-            self.nav.forbid(*self.nav.position, CRASH_RADIUS_NM)
             return [Recover("clean", "crash")]
         if verdict == "no_contact":
             return [Recover("approach", "no_contact")]
         if verdict == "debris":
-            self.nav.mark_debris()
             if self.nav.debris_limit_reached:
                 return [self._new_area("debris everywhere")]
             return []
@@ -206,7 +231,7 @@ class SurveyPolicy:
     def acted(self, index: int, x_nm: float, y_nm: float) -> None:
         """An action of the table ran at (x, y) nm: forbid its disc, count it."""
         action = self.actions[index]
-        self.nav.forbid(x_nm, y_nm, action.forbid_radius_nm)
+        mark_action(self.nav, self.actions, action.name, x_nm, y_nm)
         self.tally[f"action {action.kind}"] += 1
         if self.counters.episode_actions:
             self.counters.episode_actions += 1
@@ -221,13 +246,12 @@ class SurveyPolicy:
 
     # -- helpers ----------------------------------------------------------------------------
     def _new_area(self, reason: str) -> NewArea:
-        self.nav.new_area()
+        mark_action(self.nav, self.actions, NEW_AREA_ACTION, 0.0, 0.0)
         self.tally["new approach area"] += 1
         return NewArea(reason)
 
     def _measured(self) -> None:
-        radius = self.actions.get(MEASUREMENT_ACTION).forbid_radius_nm
-        self.nav.forbid(*self.nav.position, radius)
+        mark_image(self.nav, self.actions, "good", *self.nav.position)  # good or bad alike
 
     def _good_tip(self) -> list[Step]:
         c = self.counters

@@ -19,7 +19,7 @@ from ophyd import Signal
 from ophyd.status import Status
 
 from deepspm_bluesky.judging import Classifier, Judgement, judge
-from deepspm_bluesky.policy import EpisodeEnd
+from deepspm_bluesky.policy import NEW_AREA_ACTION, EpisodeEnd
 
 from ..devices import STM
 
@@ -262,6 +262,6 @@ def change_area(stm: STM, decisions: DecisionSignals, *, reason: str) -> MsgGene
     """Coarse move to a fresh approach area, once; recorded as the action "new area"."""
     yield from act_once(stm.coarse, "y+")
     outcome = _outcome(stm.coarse)
-    yield from record_action(decisions, "new area", -1, x_nm=0.0, y_nm=0.0, reason=reason,
+    yield from record_action(decisions, NEW_AREA_ACTION, -1, x_nm=0.0, y_nm=0.0, reason=reason,
                              outcome=outcome)
     return outcome

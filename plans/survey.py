@@ -23,9 +23,8 @@ from deepspm_bluesky.judging import Classifier, Judgement
 from deepspm_bluesky.ml import Agent, ConditioningAgent, NoActionAllowed, TipClassifier
 from deepspm_bluesky.ml.live import LiveLearner
 from deepspm_bluesky.ml.named import agent_named, classifier_named
-from deepspm_bluesky.navigation import CRASH_RADIUS_NM, Navigator
+from deepspm_bluesky.navigation import Navigator
 from deepspm_bluesky.policy import (
-    MEASUREMENT_ACTION,
     MODES,
     Act,
     Condition,
@@ -36,6 +35,8 @@ from deepspm_bluesky.policy import (
     Recover,
     Step,
     SurveyPolicy,
+    mark_action,
+    mark_image,
 )
 from deepspm_bluesky.state import StateDirectory
 
@@ -214,19 +215,12 @@ class _Survey:
             self._mark_acted(event["data"])
 
     def _mark_scanned(self, data: dict) -> None:
-        x_nm, y_nm = data[self.stm.scanner.x_nm.name], data[self.stm.scanner.y_nm.name]
-        self.policy.nav.forbid(x_nm, y_nm,
-                               self.stm.actions.get(MEASUREMENT_ACTION).forbid_radius_nm)
+        mark_image(self.policy.nav, self.stm.actions, data["verdict"],
+                   data[self.stm.scanner.x_nm.name], data[self.stm.scanner.y_nm.name])
 
     def _mark_acted(self, data: dict) -> None:
-        name, nav = data["action"], self.policy.nav
-        if name == "new area":
-            nav.new_area()
-        elif name == "clean":
-            nav.forbid(data["x_nm"], data["y_nm"], CRASH_RADIUS_NM)
-        elif data["action_index"] >= 0 and data["outcome"] != "refused":
-            nav.forbid(data["x_nm"], data["y_nm"], self.stm.actions[data["action_index"]]
-                       .forbid_radius_nm)
+        mark_action(self.policy.nav, self.stm.actions, data["action"], data["x_nm"],
+                    data["y_nm"], data["outcome"])
 
     def save(self, run_uid: str = "", recorded: dict[str, int] | None = None, *,
              final: bool = False) -> None:
