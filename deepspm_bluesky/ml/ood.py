@@ -23,6 +23,7 @@ adversarial attacks", NeurIPS 2018, https://arxiv.org/abs/1807.03888.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,21 +51,38 @@ def image_statistics(images: np.ndarray) -> np.ndarray:
     images = np.asarray(images, dtype=np.float64)
     n, h, w = images.shape
     power = np.abs(np.fft.rfft2(images - images.mean(axis=(1, 2), keepdims=True))) ** 2
+    which, counts = _spectrum_bins(h, w)
+    sums = _binned_sums(which, power.reshape(n, -1), SPECTRUM_BINS + 1)
+    spectrum = np.log10(sums[:, :SPECTRUM_BINS] / np.maximum(counts[:SPECTRUM_BINS], 1)
+                        + 1e-12)
+    index = np.clip(np.searchsorted(_HISTOGRAM_EDGES, images.reshape(n, -1), side="right") - 1,
+                    0, HISTOGRAM_BINS - 1)
+    histogram = _binned_sums(index, None, HISTOGRAM_BINS)
+    return np.concatenate([spectrum, histogram / (h * w)], axis=1)
+
+
+_HISTOGRAM_EDGES = np.linspace(-1.5, 1.5 + 1e-9, HISTOGRAM_BINS + 1)
+
+
+@functools.cache
+def _spectrum_bins(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Spectrum bin of each rfft2 frequency of an h x w image (the zero frequency in the
+    extra last bin, dropped) and the count of each bin: the same for every image."""
     fy, fx = np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :]
     radius = np.hypot(fy, fx).ravel()
     edges = np.geomspace(1.0 / max(h, w), 0.5 * np.sqrt(2) + 1e-9, SPECTRUM_BINS + 1)
     which = np.clip(np.searchsorted(edges, radius, side="right") - 1, 0, SPECTRUM_BINS - 1)
-    which[radius < edges[0]] = SPECTRUM_BINS  # the zero frequency: dropped
-    sums = np.zeros((n, SPECTRUM_BINS + 1))
-    np.add.at(sums.T, which, power.reshape(n, -1).T)
-    counts = np.bincount(which, minlength=SPECTRUM_BINS + 1)
-    spectrum = np.log10(sums[:, :SPECTRUM_BINS] / np.maximum(counts[:SPECTRUM_BINS], 1)
-                        + 1e-12)
-    bins = np.linspace(-1.5, 1.5 + 1e-9, HISTOGRAM_BINS + 1)
-    index = np.clip(np.searchsorted(bins, images.reshape(n, -1), side="right") - 1, 0,
-                    HISTOGRAM_BINS - 1)
-    histogram = np.stack([np.bincount(row, minlength=HISTOGRAM_BINS) for row in index])
-    return np.concatenate([spectrum, histogram / (h * w)], axis=1)
+    which[radius < edges[0]] = SPECTRUM_BINS
+    return which, np.bincount(which, minlength=SPECTRUM_BINS + 1)
+
+
+def _binned_sums(which: np.ndarray, weights: np.ndarray | None, bins: int) -> np.ndarray:
+    """Per row, the sum of `weights` (counts when None) in each of `bins` bins: one
+    `bincount` for all rows, each row's bins offset past the previous row's."""
+    rows = len(weights) if weights is not None else len(which)
+    offset = which + bins * np.arange(rows)[:, None]
+    flat = None if weights is None else weights.ravel()
+    return np.bincount(offset.ravel(), weights=flat, minlength=rows * bins).reshape(rows, bins)
 
 
 @dataclass
