@@ -150,9 +150,7 @@ class ConditioningAgent:
         self.network.trunk.requires_grad_(self.settings.train_trunk)
         self.target = copy.deepcopy(self.network)
         self.target.requires_grad_(False)
-        trained = self.network.parameters() if self.settings.train_trunk \
-            else self.network.head.parameters()
-        self.optimizer = torch.optim.Adam(trained, lr=self.settings.learning_rate)
+        self._optimizer: torch.optim.Adam | None = None  # made when first needed
         self.buffer = ReplayBuffer(
             self.settings.buffer_size, n_actions=n,
             feature_size=0 if self.settings.train_trunk else self.network.feature_size)
@@ -161,6 +159,17 @@ class ConditioningAgent:
         self.updates = 0
         self._pending: tuple[np.ndarray, int] | None = None  # last next-frame and its serial
         self._fast_trunk: nn.Module | None = None  # inference copy of the frozen trunk
+
+    @property
+    def optimizer(self) -> torch.optim.Adam:
+        """Adam over the trained parameters, made on first use: making one imports torch's
+        compiler stack (3-6 s on the test machine), which an agent that only suggests never
+        needs."""
+        if self._optimizer is None:
+            trained = self.network.parameters() if self.settings.train_trunk \
+                else self.network.head.parameters()
+            self._optimizer = torch.optim.Adam(trained, lr=self.settings.learning_rate)
+        return self._optimizer
 
     def __repr__(self) -> str:
         return (f"ConditioningAgent({len(self.actions)} actions, dueling="
@@ -379,7 +388,8 @@ class ConditioningAgent:
         }
         if not policy_only:
             checkpoint.update(
-                target=self.target.state_dict(), optimizer=self.optimizer.state_dict(),
+                target=self.target.state_dict(), optimizer=None if self._optimizer is None
+                else self._optimizer.state_dict(),
                 buffer=self.buffer.state_dict(), explore=self.explore,
                 rng=json.dumps(self.rng.bit_generator.state),
                 pending=None if self._pending is None else
@@ -441,7 +451,7 @@ class ConditioningAgent:
             self.transitions_seen = int(counters.get("transitions_seen", 0))
             self.updates = int(counters.get("updates", 0))
             if not checkpoint["policy_only"]:
-                self.optimizer.load_state_dict(checkpoint["optimizer"])
+                self._take_optimizer(checkpoint["optimizer"])
                 self.buffer = ReplayBuffer.from_state_dict(checkpoint["buffer"])
                 self.rng.bit_generator.state = json.loads(checkpoint["rng"])
                 self.explore = bool(checkpoint["explore"])
@@ -451,13 +461,19 @@ class ConditioningAgent:
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise AgentCheckpointError(f"{path}: does not fit this agent ({error})") from None
 
+    def _take_optimizer(self, state: dict[str, Any] | None) -> None:
+        """The saved optimiser state; None (saved before any learning step) leaves it to be
+        made fresh when needed."""
+        if state is None:
+            self._optimizer = None
+        else:
+            self.optimizer.load_state_dict(state)
+
     def _rebuild_learning_parts(self) -> None:
         """Target, optimiser and buffer for a network rebuilt with other trunk channels."""
         self.network.trunk.requires_grad_(self.settings.train_trunk)
         self.target = copy.deepcopy(self.network).requires_grad_(False)
-        trained = self.network.parameters() if self.settings.train_trunk \
-            else self.network.head.parameters()
-        self.optimizer = torch.optim.Adam(trained, lr=self.settings.learning_rate)
+        self._optimizer = None
         self.buffer = ReplayBuffer(
             self.settings.buffer_size, n_actions=len(self.actions),
             feature_size=0 if self.settings.train_trunk else self.network.feature_size)
