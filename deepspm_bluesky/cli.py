@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 from enum import StrEnum
@@ -97,6 +99,7 @@ def _run_survey(session, *, images: int, mode: str, navigation_file: Path | None
         session.close()
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: where is it stuck?
     try:
         result = run_plan(session.engine, plan)
     except Exception as error:  # the run is closed (exit_status "fail", this reason)
