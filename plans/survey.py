@@ -246,8 +246,9 @@ class _Survey:
         except RequestStop:
             yield from self.close(End("success", "stopped by the user"))
             raise
-        except RequestAbort:
-            raise  # the RunEngine closes the run with its own reason
+        except RequestAbort:  # the RunEngine closes the run with its own reason
+            print(f"survey abort: {self.summary_line()}")
+            raise
         except Exception as error:
             yield from self.close(End("fail", f"{type(error).__name__}: {error}"))
             raise
@@ -256,16 +257,16 @@ class _Survey:
         return uid
 
     def close(self, end: End) -> MsgGenerator[None]:
-        summary = self.summary()
-        line = "; ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-                         for k, v in summary.items())
+        line = self.summary_line()
         reason = f"{end.reason} | {line}" if end.reason else line
         print(f"survey {end.exit_status}: {reason}")
         yield from bps.close_run(exit_status=end.exit_status, reason=reason)
 
-    def summary(self) -> dict:
-        return {**self.policy.summary(),
-                "seconds": round(time.monotonic() - self.started, 1)}
+    def summary_line(self) -> str:
+        """The survey summary (images, good-tip fraction, verdicts and actions, seconds)."""
+        summary = {**self.policy.summary(), "seconds": round(time.monotonic() - self.started, 1)}
+        return "; ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                         for k, v in summary.items())
 
     def make_safe(self) -> MsgGenerator[None]:
         """Imaging bias and setpoint back, state saved: on success, stop, abort or error."""

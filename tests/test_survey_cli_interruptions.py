@@ -108,6 +108,7 @@ def test_a_second_ctrl_c_while_paused_aborts_with_everything_kept(tmp_path):
     survey.process.send_signal(signal.SIGINT)
     assert survey.finish() == 2, survey.output
     assert 5 <= check_whole(survey, "abort", "aborted by Ctrl-C while paused") < 400
+    assert "survey abort: images " in survey.output, "the summary is printed on abort too"
 
 
 def test_a_killed_survey_is_closed_whole_on_restart_and_its_ground_not_rescanned(tmp_path):
