@@ -13,6 +13,7 @@ Krull et al., Commun. Phys. 3, 54 (2020), https://doi.org/10.1038/s42005-020-031
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -93,31 +94,46 @@ def summed_outer(ey: np.ndarray, ex: np.ndarray) -> np.ndarray:
 
 
 class _CellIndex:
-    """Points binned in square cells of `CELL_M` (at least their reach): the points that
-    may reach into a box are those of the cells the box, grown by the reach, covers."""
+    """Discs (centres, radii) binned by centre in square cells of `CELL_M` (at least the
+    largest radius, the reach): the discs that may touch a box are those of the cells the
+    box, grown by the reach, covers; their bounding boxes, kept as (4, n) rows
+    [x + r, -(x - r), y + r, -(y - r)], then decide with one comparison."""
 
-    def __init__(self, xy: np.ndarray, reach_m: float) -> None:
+    def __init__(self, xy: np.ndarray, radius_m: np.ndarray) -> None:
+        reach_m = float(radius_m.max(initial=0.0))
         self.reach, self.cell = reach_m, max(CELL_M, reach_m)
+        x, y = xy[:, 0], xy[:, 1]
+        self.bounds = np.stack([x + radius_m, -(x - radius_m), y + radius_m, -(y - radius_m)])
         ij = np.floor(xy / self.cell).astype(np.int64) if len(xy) else np.zeros((0, 2), int)
-        self.lo = ij.min(axis=0, initial=0)
-        self.shape = ij.max(axis=0, initial=0) - self.lo + 1
-        key = (ij[:, 1] - self.lo[1]) * self.shape[0] + (ij[:, 0] - self.lo[0])
+        lo = ij.min(axis=0, initial=0)
+        shape = ij.max(axis=0, initial=0) - lo + 1
+        key = (ij[:, 1] - lo[1]) * shape[0] + (ij[:, 0] - lo[0])
         self.order = np.argsort(key, kind="stable")
-        self.starts = np.searchsorted(key[self.order], np.arange(self.shape.prod() + 1))
+        # plain ints: a frame's look-up is a few scalar steps, cheaper in Python than numpy
+        self.starts = np.searchsorted(key[self.order], np.arange(shape.prod() + 1)).tolist()
+        self.lo, self.shape = lo.tolist(), shape.tolist()
 
     def candidates(self, x0: float, x1: float, y0: float, y1: float) -> np.ndarray:
         """Indices (ascending) of the points in the cells the box covers, grown by the reach."""
-        r = self.reach
-        i0, j0 = np.floor(np.array([x0 - r, y0 - r]) / self.cell).astype(np.int64) - self.lo
-        i1, j1 = np.floor(np.array([x1 + r, y1 + r]) / self.cell).astype(np.int64) - self.lo
-        i0, i1 = max(i0, 0), min(i1, self.shape[0] - 1)
-        rows = range(max(j0, 0), min(j1, self.shape[1] - 1) + 1)
-        if i0 > i1 or not rows:
+        r, cell, (lo_i, lo_j), (n_i, n_j) = self.reach, self.cell, self.lo, self.shape
+        i0 = max(math.floor((x0 - r) / cell) - lo_i, 0)
+        i1 = min(math.floor((x1 + r) / cell) - lo_i, n_i - 1)
+        j0 = max(math.floor((y0 - r) / cell) - lo_j, 0)
+        j1 = min(math.floor((y1 + r) / cell) - lo_j, n_j - 1)
+        if i0 > i1 or j0 > j1:
             return np.empty(0, np.int64)
-        width = self.shape[0]
-        parts = [self.order[self.starts[j * width + i0]:self.starts[j * width + i1 + 1]]
-                 for j in rows]
-        return np.sort(np.concatenate(parts)) if len(parts) > 1 else np.sort(parts[0])
+        starts = self.starts
+        if j0 == j1 and i0 == i1:  # one cell: its points are in ascending order already
+            return self.order[starts[j0 * n_i + i0]:starts[j0 * n_i + i0 + 1]]
+        parts = [self.order[starts[j * n_i + i0]:starts[j * n_i + i1 + 1]]
+                 for j in range(j0, j1 + 1)]
+        return np.sort(np.concatenate(parts))
+
+    def touching(self, x0: float, x1: float, y0: float, y1: float) -> np.ndarray:
+        """Indices (ascending) of the discs that reach into the box (strictly)."""
+        candidates = self.candidates(x0, x1, y0, y1)
+        box = np.array([[x0], [-x1], [y0], [-y1]])
+        return candidates[(self.bounds[:, candidates] > box).all(axis=0)]
 
 
 @dataclass
@@ -144,11 +160,8 @@ class Gaussians:
         costs the bumps near it, not all of the area's.
         """
         if self._cells is None:
-            self._cells = _CellIndex(self.xy, 4 * float(self.sigma.max(initial=0.0)))
-        candidates = self._cells.candidates(x0, x1, y0, y1)
-        m = 4 * self.sigma[candidates]
-        x, y = self.xy[candidates, 0], self.xy[candidates, 1]
-        return candidates[(x + m > x0) & (x - m < x1) & (y + m > y0) & (y - m < y1)]
+            self._cells = _CellIndex(self.xy, 4 * self.sigma)
+        return self._cells.touching(x0, x1, y0, y1)
 
     def bumps(self, x0: float, x1: float, y0: float, y1: float) -> Bumps:
         """(xy, height, sigma) of the bumps that reach into the box."""
