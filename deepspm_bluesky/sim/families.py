@@ -62,28 +62,32 @@ def _hex_vectors(a_m: float, angle: float) -> np.ndarray:
     return a_m * np.stack([np.cos(phis), np.sin(phis)], axis=1)
 
 
-def _lattice_points(vectors: np.ndarray, box: tuple[float, float, float, float],
-                    margin_m: float) -> np.ndarray:
-    """Points ``i a1 + j a2`` (m, 2) that fall inside the box grown by `margin_m`."""
+def _lattice_grid(vectors: np.ndarray, box: tuple[float, float, float, float],
+                  margin_m: float) -> tuple[np.ndarray, ...]:
+    """Indices i (n,) and j (m,) of the points ``i a1 + j a2`` around the box grown by
+    `margin_m`, the points (n, m, 2) and whether each falls inside that box (n, m)."""
     x0, x1, y0, y1 = box[0] - margin_m, box[1] + margin_m, box[2] - margin_m, box[3] + margin_m
     corners = np.array([[x0, y0], [x0, y1], [x1, y0], [x1, y1]])
     ij = corners @ np.linalg.inv(vectors)
     lo, hi = np.floor(ij.min(axis=0)).astype(int), np.ceil(ij.max(axis=0)).astype(int)
-    i, j = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1), indexing="ij")
-    points = np.stack([i.ravel(), j.ravel()], 1) @ vectors
-    inside = ((points[:, 0] >= x0) & (points[:, 0] <= x1)
-              & (points[:, 1] >= y0) & (points[:, 1] <= y1))
-    return points[inside]
+    i, j = np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1)
+    points = i[:, None, None] * vectors[0] + j[None, :, None] * vectors[1]
+    x, y = points[..., 0], points[..., 1]
+    return i, j, points, (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
 
 
-def cos_sin_outer(k: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """cos and sin (float32) of the phases outer(k, x), reduced to one turn in float64.
+def cos_sin_outer(k: np.ndarray, x: np.ndarray,
+                  phases: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin (float32) of the phases outer(k, x) (+ `phases`, one per k), reduced to
+    one turn in float64.
 
     numpy's float32 sine and cosine are vectorised, its float64 ones are not (7x slower
     here); the reduced phase loses nothing and float32 rounds the result by < 2e-7, far
     below what a float32 image of heights near the piezo's extension resolves.
     """
     turns = np.outer(k / (2 * np.pi), x)
+    if phases is not None:
+        turns += (phases / (2 * np.pi))[:, None]
     turns -= np.rint(turns)
     phase = (2 * np.pi * turns).astype(np.float32)
     return np.cos(phase), np.sin(phase)
@@ -94,12 +98,12 @@ def _pixel(gx: np.ndarray) -> float:
 
 
 def _waves(gx: np.ndarray, gy: np.ndarray, kvecs: np.ndarray, phases: np.ndarray) -> np.ndarray:
-    """sum_i cos(k_i . r + phase_i) on the grid, as separable outer products."""
-    out = np.zeros((gy.size, gx.size))
-    for (kx, ky), phase in zip(kvecs, phases, strict=True):
-        ax, ay = kx * gx + phase, ky * gy
-        out += np.outer(np.cos(ay), np.cos(ax)) - np.outer(np.sin(ay), np.sin(ax))
-    return out
+    """sum_i cos(k_i . r + phase_i) on the grid: cos(a + b) = cos a cos b - sin a sin b
+    makes it one product of (2 waves, rows) and (2 waves, columns) factors."""
+    cos_y, sin_y = cos_sin_outer(kvecs[:, 1], gy)
+    cos_x, sin_x = cos_sin_outer(kvecs[:, 0], gx, phases)
+    return summed_outer(np.concatenate([cos_y, -sin_y]).astype(float),
+                        np.concatenate([cos_x, sin_x]).astype(float))
 
 
 @dataclass
@@ -170,11 +174,17 @@ class Texture:
         damp = np.exp(-((k * ATOMIC_BLUR * blur_m) ** 2) / 2)
         if damp < 1e-3:
             return 0.0
+        # sum of three cosines lies in [-1.5, 3]: maxima on a triangular lattice
+        return (gain * damp * self.corrugation_m / 4.5) * (_waves(gx, gy, *self._hex_waves)
+                                                           + 1.5)
+
+    @functools.cached_property
+    def _hex_waves(self) -> tuple[np.ndarray, np.ndarray]:
+        """Wave vectors (3, 2) and phases (3,) of the hexagonal corrugation."""
+        k = 4 * np.pi / (np.sqrt(3) * self.a_m)
         phis = self.angle + np.pi / 6 + np.arange(3) * 2 * np.pi / 3
         kvecs = k * np.stack([np.cos(phis), np.sin(phis)], 1)
-        phases = np.array([self.phase[0], self.phase[1], -self.phase[0] - self.phase[1]])
-        # sum of three cosines lies in [-1.5, 3]: maxima on a triangular lattice
-        return (gain * damp * self.corrugation_m / 4.5) * (_waves(gx, gy, kvecs, phases) + 1.5)
+        return kvecs, np.array([self.phase[0], self.phase[1], -self.phase[0] - self.phase[1]])
 
     def _herringbone(self, gx, gy, pixel, blur_m):
         """Pairs of ridges 6.3 nm apart, bending by 120 degrees every half zig-zag period."""
@@ -182,16 +192,23 @@ class Texture:
         if pixel > 4 * np.hypot(width, blur_m) / RESOLVED:
             return 0.0
         c, s = np.cos(self.angle), np.sin(self.angle)
-        u = c * gx[None, :] + s * gy[:, None]  # across the ridges
-        v = -s * gx[None, :] + c * gy[:, None]  # along them
         zig = self.extra["zigzag_m"]
-        tri = np.abs((v / zig) % 2.0 - 1.0) * zig * np.tan(np.pi / 6)  # triangle wave
-        phase = ((u + tri) / period + self.phase[0]) % 1.0
+        # across the ridges in periods (plus the phase), along them in zig-zag lengths
+        phase = np.add.outer((s / period) * gy + self.phase[0], (c / period) * gx)
+        along = np.add.outer((c / zig) * gy, (-s / zig) * gx)
+        along %= 2.0
+        along -= 1.0
+        np.abs(along, out=along)  # a triangle wave
+        along *= zig * np.tan(np.pi / 6) / period
+        phase += along
+        phase %= 1.0
         sigma2 = width**2 + blur_m**2
         out = np.zeros_like(phase)
         for centre in (0.35, 0.65):  # the two soliton walls of one period
-            d = (phase - centre) * period
-            out += np.exp(-d * d / (2 * sigma2))
+            d = phase - centre
+            d *= d
+            d *= -period * period / (2 * sigma2)
+            out += np.exp(d, out=d)
         return self.extra["ridge_m"] * width / np.sqrt(sigma2) * out
 
     def _adatoms(self, gx, gy, pixel, blur_m, gain, bias_v):
@@ -201,14 +218,22 @@ class Texture:
         sigma = self.extra["adatom_sigma_m"]
         if pixel > 4 * np.hypot(sigma, blur_m) / RESOLVED:
             return 0.0
-        vectors = _hex_vectors(self.a_m, self.angle)
-        basis, faulted = _seven_by_seven_basis(vectors)
-        basis = np.concatenate([basis, np.zeros((1, 2))]) + self.phase @ vectors
+        vectors, basis, faulted, sigmas = self._seven_by_seven
         faulted_gain = 1.25 if bias_v < 0 else 1.05
         heights = np.append(self.corrugation_m * gain * np.where(faulted, faulted_gain, 1.0),
                             -self.extra["hole_m"])
-        sigmas = np.append(np.full(len(faulted), sigma), self.extra["hole_sigma_m"])
         return _periodic_gaussians(gx, gy, vectors, basis, heights, sigmas, blur_m)
+
+    @functools.cached_property
+    def _seven_by_seven(self) -> tuple[np.ndarray, ...]:
+        """Cell vectors, basis (12 adatoms and the corner hole), which adatoms are faulted,
+        and the widths of the 13 Gaussians of Si(111)-7x7."""
+        vectors = _hex_vectors(self.a_m, self.angle)
+        basis, faulted = _seven_by_seven_basis(vectors)
+        basis = np.concatenate([basis, np.zeros((1, 2))]) + self.phase @ vectors
+        sigmas = np.append(np.full(len(faulted), self.extra["adatom_sigma_m"]),
+                           self.extra["hole_sigma_m"])
+        return vectors, basis, faulted, sigmas
 
     def _dimer_rows(self, gx, gy, pixel, blur_m, gain, levels, step_height_m):
         """Rows of dimers (period 0.768 nm) turning by 90 degrees on every other terrace."""
@@ -232,12 +257,18 @@ class Texture:
         """A close-packed molecular layer cut into islands by a smooth random field."""
         a = self.a_m
         sigma = self.extra["molecule_sigma_m"]
-        box = (gx[0], gx[-1], gy[0], gy[-1])
-        points = _lattice_points(_hex_vectors(a, self.angle), box, 4 * sigma)
-        points = points + self.phase @ _hex_vectors(a, self.angle)
-        keep = _island_field(points, self.extra["island_k"], self.extra["island_phase"]) \
-            > self.extra["island_level"]
-        points = points[keep]
+        vectors = _hex_vectors(a, self.angle)
+        i, j, points, inside = _lattice_grid(vectors, (gx[0], gx[-1], gy[0], gy[-1]),
+                                             4 * sigma)
+        offset = self.phase @ vectors
+        kvecs, phases = self.extra["island_k"], self.extra["island_phase"]
+        # the field sum_k cos(k . (i a1 + j a2 + offset) + phase_k) of the grid (i, j), as
+        # cos(A_i + B_j) = cos A_i cos B_j - sin A_i sin B_j: one small product
+        a_i = np.outer(i, vectors[0] @ kvecs.T)
+        b_j = np.outer(j, vectors[1] @ kvecs.T) + (offset @ kvecs.T + phases)
+        field = np.hstack([np.cos(a_i), np.sin(a_i)]) @ np.hstack([np.cos(b_j),
+                                                                   -np.sin(b_j)]).T
+        points = points[inside & (field > self.extra["island_level"])] + offset
         if pixel > 4 * np.hypot(sigma, blur_m) / RESOLVED:  # unresolved: islands as plateaus
             sigma = max(sigma, 0.6 * a, pixel)
         return (points, np.full(len(points), gain * self.corrugation_m),
@@ -307,11 +338,6 @@ def _reciprocal_terms(vectors: tuple, basis: tuple, sigma_min_m: float) -> tuple
     for array in terms:
         array.setflags(write=False)
     return terms
-
-
-def _island_field(points: np.ndarray, kvecs: np.ndarray, phases: np.ndarray) -> np.ndarray:
-    """A smooth random field (sum of a few plane waves) at `points`."""
-    return np.cos(points @ kvecs.T + phases).sum(axis=1)
 
 
 @dataclass
