@@ -63,12 +63,13 @@ def _hex_vectors(a_m: float, angle: float) -> np.ndarray:
 
 
 def _lattice_grid(vectors: np.ndarray, box: tuple[float, float, float, float],
-                  margin_m: float) -> tuple[np.ndarray, ...]:
+                  margin_m: float, inverse: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """Indices i (n,) and j (m,) of the points ``i a1 + j a2`` around the box grown by
-    `margin_m`, the points (n, m, 2) and whether each falls inside that box (n, m)."""
+    `margin_m`, the points (n, m, 2) and whether each falls inside that box (n, m).
+    `inverse` is ``inv(vectors)``, if known."""
     x0, x1, y0, y1 = box[0] - margin_m, box[1] + margin_m, box[2] - margin_m, box[3] + margin_m
     corners = np.array([[x0, y0], [x0, y1], [x1, y0], [x1, y1]])
-    ij = corners @ np.linalg.inv(vectors)
+    ij = corners @ (np.linalg.inv(vectors) if inverse is None else inverse)
     lo, hi = np.floor(ij.min(axis=0)).astype(int), np.ceil(ij.max(axis=0)).astype(int)
     i, j = np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1)
     points = i[:, None, None] * vectors[0] + j[None, :, None] * vectors[1]
@@ -225,6 +226,16 @@ class Texture:
         return _periodic_gaussians(gx, gy, vectors, basis, heights, sigmas, blur_m)
 
     @functools.cached_property
+    def _island_lattice(self) -> tuple[np.ndarray, ...]:
+        """Lattice vectors of the molecular layer, their inverse, its offset, and the island
+        field's wave vectors projected on each lattice vector with the phases at i = j = 0."""
+        vectors = _hex_vectors(self.a_m, self.angle)
+        offset = self.phase @ vectors
+        kvecs = self.extra["island_k"]
+        return (vectors, np.linalg.inv(vectors), offset, vectors[0] @ kvecs.T,
+                vectors[1] @ kvecs.T, offset @ kvecs.T + self.extra["island_phase"])
+
+    @functools.cached_property
     def _seven_by_seven(self) -> tuple[np.ndarray, ...]:
         """Cell vectors, basis (12 adatoms and the corner hole), which adatoms are faulted,
         and the widths of the 13 Gaussians of Si(111)-7x7."""
@@ -257,15 +268,12 @@ class Texture:
         """A close-packed molecular layer cut into islands by a smooth random field."""
         a = self.a_m
         sigma = self.extra["molecule_sigma_m"]
-        vectors = _hex_vectors(a, self.angle)
+        vectors, inverse, offset, k_a1, k_a2, phases = self._island_lattice
         i, j, points, inside = _lattice_grid(vectors, (gx[0], gx[-1], gy[0], gy[-1]),
-                                             4 * sigma)
-        offset = self.phase @ vectors
-        kvecs, phases = self.extra["island_k"], self.extra["island_phase"]
+                                             4 * sigma, inverse)
         # the field sum_k cos(k . (i a1 + j a2 + offset) + phase_k) of the grid (i, j), as
         # cos(A_i + B_j) = cos A_i cos B_j - sin A_i sin B_j: one small product
-        a_i = np.outer(i, vectors[0] @ kvecs.T)
-        b_j = np.outer(j, vectors[1] @ kvecs.T) + (offset @ kvecs.T + phases)
+        a_i, b_j = np.outer(i, k_a1), np.outer(j, k_a2) + phases
         field = np.hstack([np.cos(a_i), np.sin(a_i)]) @ np.hstack([np.cos(b_j),
                                                                    -np.sin(b_j)]).T
         points = points[inside & (field > self.extra["island_level"])] + offset

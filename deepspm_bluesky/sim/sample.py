@@ -42,7 +42,9 @@ CLUSTERS_PER_M2 = 3e-5 * 1e18
 CLUSTER_HEIGHT_M = (0.4e-9, 1.5e-9)
 CLUSTER_SIGMA_M = (0.5e-9, 2.0e-9)
 Bumps = tuple[np.ndarray, np.ndarray, np.ndarray]  # centres (k, 2), heights (k,), sigmas (k,)
-CELL_M = 20e-9  # cells of the look-up of bumps near a frame
+CELL_M = 20e-9  # cells of the look-up of bumps near a frame: at most this wide, ...
+POINTS_PER_CELL = 8  # ... and narrower where bumps are dense (graphite's adsorbates)
+MAX_CELLS_PER_SIDE = 256
 GEMM_ONE_THREAD_SIZE = 160_000  # m * n * k below OpenBLAS's multi-threading threshold
 
 
@@ -94,14 +96,20 @@ def summed_outer(ey: np.ndarray, ex: np.ndarray) -> np.ndarray:
 
 
 class _CellIndex:
-    """Discs (centres, radii) binned by centre in square cells of `CELL_M` (at least the
-    largest radius, the reach): the discs that may touch a box are those of the cells the
-    box, grown by the reach, covers; their bounding boxes, kept as (4, n) rows
-    [x + r, -(x - r), y + r, -(y - r)], then decide with one comparison."""
+    """Discs (centres, radii) binned by centre in square cells (at least the largest
+    radius, the reach; `CELL_M`, or less where `POINTS_PER_CELL` fill a smaller one): the
+    discs that may touch a box are those of the cells the box, grown by the reach, covers;
+    their bounding boxes, kept as (4, n) rows [x + r, -(x - r), y + r, -(y - r)], then
+    decide with one comparison."""
 
     def __init__(self, xy: np.ndarray, radius_m: np.ndarray) -> None:
         reach_m = float(radius_m.max(initial=0.0))
-        self.reach, self.cell = reach_m, max(CELL_M, reach_m)
+        extent = np.ptp(xy, axis=0) if len(xy) else np.zeros(2)
+        dense = math.sqrt(POINTS_PER_CELL * float(np.prod(extent)) / max(len(xy), 1))
+        # at most MAX_CELLS_PER_SIDE cells along a side, however the points lie
+        self.reach = reach_m
+        self.cell = max(min(CELL_M, dense), reach_m, float(extent.max()) / MAX_CELLS_PER_SIDE,
+                        1e-12)
         x, y = xy[:, 0], xy[:, 1]
         self.bounds = np.stack([x + radius_m, -(x - radius_m), y + radius_m, -(y - radius_m)])
         ij = np.floor(xy / self.cell).astype(np.int64) if len(xy) else np.zeros((0, 2), int)
@@ -132,8 +140,10 @@ class _CellIndex:
     def touching(self, x0: float, x1: float, y0: float, y1: float) -> np.ndarray:
         """Indices (ascending) of the discs that reach into the box (strictly)."""
         candidates = self.candidates(x0, x1, y0, y1)
+        if candidates.size == 0:
+            return candidates
         box = np.array([[x0], [-x1], [y0], [-y1]])
-        return candidates[(self.bounds[:, candidates] > box).all(axis=0)]
+        return candidates[(self.bounds.take(candidates, axis=1) > box).all(axis=0)]
 
 
 @dataclass
