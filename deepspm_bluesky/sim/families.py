@@ -194,15 +194,17 @@ class Texture:
             return 0.0
         c, s = np.cos(self.angle), np.sin(self.angle)
         zig = self.extra["zigzag_m"]
-        # across the ridges in periods (plus the phase), along them in zig-zag lengths
+        # across the ridges in periods (plus the phase), along them in two zig-zag lengths;
+        # fractional parts as x - floor(x) (numpy's float64 remainder is 25x slower)
         phase = np.add.outer((s / period) * gy + self.phase[0], (c / period) * gx)
-        along = np.add.outer((c / zig) * gy, (-s / zig) * gx)
-        along %= 2.0
+        along = np.add.outer((c / (2 * zig)) * gy, (-s / (2 * zig)) * gx)
+        along -= np.floor(along)
+        along *= 2.0
         along -= 1.0
         np.abs(along, out=along)  # a triangle wave
         along *= zig * np.tan(np.pi / 6) / period
         phase += along
-        phase %= 1.0
+        phase -= np.floor(phase)
         sigma2 = width**2 + blur_m**2
         out = np.zeros_like(phase)
         for centre in (0.35, 0.65):  # the two soliton walls of one period
@@ -261,7 +263,7 @@ class Texture:
         rows_b = amp * (1 + _waves(gx, gy, np.array([[-k * s, k * c]]), self.phase[1:]))
         if levels is None:
             return rows_a
-        odd = (np.floor(levels / step_height_m + 0.5) % 2).astype(bool)
+        odd = (np.floor(levels / step_height_m + 0.5).astype(np.int64) & 1).astype(bool)
         return np.where(odd, rows_b, rows_a)
 
     def _islands(self, gx, gy, pixel, blur_m, gain):

@@ -123,9 +123,9 @@ def instability(rng: np.random.Generator, level: float, rows: int, cols: int) ->
         return 0.0
     hit = rng.random((2, rows)) < level
     flips, streaks = np.flatnonzero(hit[0]), np.flatnonzero(hit[1])
-    toggles = np.zeros(rows * cols)
+    toggles = np.zeros(rows * cols, np.int8)
     toggles[flips * cols + rng.integers(0, cols, flips.size)] = 1
-    out = (np.cumsum(toggles) % 2).reshape(rows, cols) * rng.normal(0, JUMP_M)
+    out = (np.cumsum(toggles) & 1).reshape(rows, cols) * rng.normal(0, JUMP_M)
     spikes = rng.random((streaks.size, cols)) < STREAK_FILL
     out[streaks] += spikes * np.abs(rng.normal(0, STREAK_M, (streaks.size, cols)))
     return out
