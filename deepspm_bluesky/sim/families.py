@@ -375,14 +375,15 @@ class FamilySample(Sample):
         levels = None
         if self.texture.kind == "dimer_rows":
             levels = self.steps.image(gx, gy, 0.0)
-        return out + self.texture.heights(gx, gy, blur_m=blur_m, gain=adsorbate_gain,
-                                          bias_v=bias_v, levels=levels,
-                                          step_height_m=self.steps.height_m)
+        out += self.texture.heights(gx, gy, blur_m=blur_m, gain=adsorbate_gain,
+                                    bias_v=bias_v, levels=levels,
+                                    step_height_m=self.steps.height_m)
+        return out
 
     def relief_bound_m(self, x0: float, x1: float, y0: float, y1: float, *,
                        adsorbate_gain: float = 1.0, centre_gain: float = 1.0,
                        bias_v: float = 1.0) -> float:
-        _, height, _ = self.adsorbates.bumps(x0, x1, y0, y1)
+        height = self.adsorbates.height.take(self.adsorbates.near(x0, x1, y0, y1))
         return (super().relief_bound_m(x0, x1, y0, y1, adsorbate_gain=adsorbate_gain,
                                        centre_gain=centre_gain, bias_v=bias_v)
                 + self.texture.relief_m(1.3 * adsorbate_gain)
