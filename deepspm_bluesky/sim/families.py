@@ -205,14 +205,15 @@ class Texture:
         along *= zig * np.tan(np.pi / 6) / period
         phase += along
         phase -= np.floor(phase)
+        phase = phase.astype(np.float32)  # in [0, 1): float32 places a ridge to 2e-16 m
         sigma2 = width**2 + blur_m**2
         out = np.zeros_like(phase)
         for centre in (0.35, 0.65):  # the two soliton walls of one period
-            d = phase - centre
+            d = phase - np.float32(centre)
             d *= d
-            d *= -period * period / (2 * sigma2)
+            d *= np.float32(-period * period / (2 * sigma2))
             out += np.exp(d, out=d)
-        return self.extra["ridge_m"] * width / np.sqrt(sigma2) * out
+        return (self.extra["ridge_m"] * width / np.sqrt(sigma2)) * out.astype(float)
 
     def _adatoms(self, gx, gy, pixel, blur_m, gain, bias_v):
         """Si(111)-7x7: 12 adatoms per cell, faulted half brighter in filled states, corner
@@ -259,12 +260,18 @@ class Texture:
             return 0.0
         amp = gain * damp * self.corrugation_m / 2
         c, s = np.cos(self.angle), np.sin(self.angle)
-        rows_a = amp * (1 + _waves(gx, gy, np.array([[k * c, k * s]]), self.phase[:1]))
-        rows_b = amp * (1 + _waves(gx, gy, np.array([[-k * s, k * c]]), self.phase[1:]))
+
+        def rows(turned: bool) -> np.ndarray:
+            kvec, phase = ([[-k * s, k * c]], self.phase[1:]) if turned else \
+                ([[k * c, k * s]], self.phase[:1])
+            return amp * (1 + _waves(gx, gy, np.array(kvec), phase))
+
         if levels is None:
-            return rows_a
+            return rows(False)
         odd = (np.floor(levels / step_height_m + 0.5).astype(np.int64) & 1).astype(bool)
-        return np.where(odd, rows_b, rows_a)
+        if odd.all() or not odd.any():  # one terrace (or one parity): one orientation
+            return rows(bool(odd.all()))
+        return np.where(odd, rows(True), rows(False))
 
     def _islands(self, gx, gy, pixel, blur_m, gain):
         """A close-packed molecular layer cut into islands by a smooth random field."""
@@ -311,27 +318,27 @@ def _periodic_gaussians(gx: np.ndarray, gy: np.ndarray, vectors: np.ndarray,
     columns) factors. The reciprocal vectors and phases exp(-i G r_j) of an area are
     cached; a tip's blur and contrast only weigh them.
     """
-    g, g_norm, g2, phases = _reciprocal_terms(tuple(np.ravel(vectors).tolist()),
-                                              tuple(np.ravel(basis).tolist()),
-                                              float(sigmas.min()))
+    g, g_norm, g2, phases, area = _reciprocal_terms(tuple(np.ravel(vectors).tolist()),
+                                                    tuple(np.ravel(basis).tolist()),
+                                                    float(sigmas.min()))
     var = sigmas**2 + blur_m**2
     m = int(np.searchsorted(g_norm, FOURIER_CUTOFF / np.sqrt(var.min()), side="right"))
-    area = abs(np.linalg.det(vectors))
     weights = (2 * np.pi / area) * heights * sigmas * np.sqrt(var)  # (2 pi / A) peak var
-    c = (phases[:m] * np.exp(-0.5 * g2[:m, None] * var)) @ weights
+    c = ((phases[:m] * np.exp(-0.5 * g2[:m, None] * var)) @ weights).astype(np.complex64)
     cos_y, sin_y = cos_sin_outer(g[:m, 1], gy)
     cr, ci = c.real[:, None], c.imag[:, None]
     rows = np.concatenate([cr * cos_y - ci * sin_y, -(cr * sin_y + ci * cos_y)])
-    # in blocks that keep OpenBLAS on one thread
-    return summed_outer(rows, np.concatenate(cos_sin_outer(g[:m, 0], gx)))
+    # float32 (rounding ~1e-17 m), in blocks that keep OpenBLAS on one thread
+    image = summed_outer(rows, np.concatenate(cos_sin_outer(g[:m, 0], gx)))
+    return image.astype(float, copy=False)
 
 
 @functools.lru_cache(maxsize=64)
-def _reciprocal_terms(vectors: tuple, basis: tuple, sigma_min_m: float) -> tuple[np.ndarray, ...]:
+def _reciprocal_terms(vectors: tuple, basis: tuple, sigma_min_m: float) -> tuple:
     """Reciprocal vectors G (m, 2) of the lattice `vectors` up to |G| sigma_min = 3.5 (the
-    cut-off of the sharpest tip), their norms |G| (ascending) and squares, and the phases
+    cut-off of the sharpest tip), their norms |G| (ascending) and squares, the phases
     w exp(-i G r_j) (m, basis) of the basis (w = 1 for G = 0, else 2: G and -G give
-    conjugate terms, so one of the two is kept, twice)."""
+    conjugate terms, so one of the two is kept, twice), and the cell's area."""
     vectors, basis = np.reshape(vectors, (2, 2)), np.reshape(basis, (-1, 2))
     reciprocal = 2 * np.pi * np.linalg.inv(vectors).T  # rows b_i with a_i . b_j = 2 pi d_ij
     g_max = FOURIER_CUTOFF / sigma_min_m
@@ -347,7 +354,7 @@ def _reciprocal_terms(vectors: tuple, basis: tuple, sigma_min_m: float) -> tuple
     terms = (g, g_norm, (g * g).sum(axis=1), weight[:, None] * np.exp(-1j * (g @ basis.T)))
     for array in terms:
         array.setflags(write=False)
-    return terms
+    return (*terms, abs(float(np.linalg.det(vectors))))
 
 
 @dataclass
@@ -373,8 +380,9 @@ class FamilySample(Sample):
         out = super().heights(gx, gy, blur_m=blur_m, adsorbate_gain=adsorbate_gain,
                               centre_gain=centre_gain, bias_v=bias_v, extra_bumps=extra)
         levels = None
-        if self.texture.kind == "dimer_rows":
-            levels = self.steps.image(gx, gy, 0.0)
+        if self.texture.kind == "dimer_rows":  # the terrace level, constant without edges
+            near, level = self.steps.near(gx[0], gx[-1], gy[0], gy[-1])
+            levels = self.steps.image(gx, gy, 0.0) if near.any() else level
         out += self.texture.heights(gx, gy, blur_m=blur_m, gain=adsorbate_gain,
                                     bias_v=bias_v, levels=levels,
                                     step_height_m=self.steps.height_m)

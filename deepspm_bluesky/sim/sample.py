@@ -143,7 +143,7 @@ class _CellIndex:
         if candidates.size == 0:
             return candidates
         box = np.array([[x0], [-x1], [y0], [-y1]])
-        return candidates[(self.bounds.take(candidates, axis=1) > box).all(axis=0)]
+        return candidates[np.logical_and.reduce(self.bounds.take(candidates, axis=1) > box)]
 
 
 @dataclass
