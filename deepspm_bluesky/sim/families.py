@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -361,6 +362,8 @@ class FamilySample(Sample):
     texture: Texture = field(default_factory=Texture)
     adsorbates: Gaussians = field(default_factory=Gaussians)
 
+    dtype: ClassVar[type] = np.float32
+
     def heights(self, gx: np.ndarray, gy: np.ndarray, *, blur_m: float = 0.0,
                 adsorbate_gain: float = 1.0, centre_gain: float = 1.0,
                 bias_v: float = 1.0) -> np.ndarray:
@@ -377,7 +380,7 @@ class FamilySample(Sample):
         levels = None
         if self.texture.kind == "dimer_rows":  # the terrace level, constant without edges
             near, level = self.steps.near(gx[0], gx[-1], gy[0], gy[-1])
-            levels = self.steps.image(gx, gy, 0.0) if near.any() else level
+            levels = self.steps.image(gx, gy, 0.0, self.dtype) if near.any() else level
         out += self.texture.heights(gx, gy, blur_m=blur_m, gain=adsorbate_gain,
                                     bias_v=bias_v, levels=levels,
                                     step_height_m=self.steps.height_m)
@@ -413,8 +416,7 @@ def _steps(rng: np.random.Generator, size_m: float, height_m: float, n: int,
         steps = Steps.random(rng, size_m)
         keep = np.arange(len(steps.signs)) < n
         return Steps(steps.normals[keep], steps.offsets_m[keep], steps.signs[keep],
-                     steps.meander_m[keep], steps.wavenumber[keep], steps.phase[keep], height_m,
-                     np.float32)
+                     steps.meander_m[keep], steps.wavenumber[keep], steps.phase[keep], height_m)
     angle = rng.uniform(0, np.pi)
     gaps = rng.uniform(*spacing_m, n)
     bunched = rng.random(n) < 0.4  # step bunches: a few steps close together
@@ -429,7 +431,6 @@ def _steps(rng: np.random.Generator, size_m: float, height_m: float, n: int,
         wavenumber=2 * np.pi / rng.uniform(20e-9, 200e-9, n),
         phase=rng.uniform(0, 2 * np.pi, n),
         height_m=height_m,
-        dtype=np.float32,
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -49,7 +50,7 @@ GEMM_ONE_THREAD_SIZE = 160_000  # m * n * k below OpenBLAS's multi-threading thr
 
 
 def gaussian_image(xy: np.ndarray, height: np.ndarray, sigma: np.ndarray, gx: np.ndarray,
-                   gy: np.ndarray, blur_m: float = 0.0) -> np.ndarray:
+                   gy: np.ndarray, blur_m: float = 0.0, dtype: type = np.float64) -> np.ndarray:
     """Sum of isotropic Gaussians on the grid (gx, gy), seen through a tip of radius `blur_m`.
 
     Parameters
@@ -64,20 +65,24 @@ def gaussian_image(xy: np.ndarray, height: np.ndarray, sigma: np.ndarray, gx: np
         keeps the volume and makes bumps under a blunt tip vanish; a true dilation keeps
         the height; real blunt tips sit between the two.)
 
+    dtype
+        Precision of the factors and their product (`Sample.dtype`).
+
     Returns
     -------
     (gy.size, gx.size) array: one matrix product of separable factors, no loop over bumps.
     """
     var = sigma**2 + blur_m**2
     nx = gx.size
-    z = np.empty((len(var), nx + gy.size))
+    z = np.empty((len(var), nx + gy.size), dtype)
     np.subtract(gx, xy[:, 0:1], out=z[:, :nx])
     np.subtract(gy, xy[:, 1:2], out=z[:, nx:])
     z *= z
     z *= (-0.5 / var)[:, None]
     np.maximum(z, -40.0, out=z)  # far tails ~1e-18, never denormal (slow) floats
     np.exp(z, out=z)
-    return summed_outer(z[:, nx:] * (height * sigma / np.sqrt(var))[:, None], z[:, :nx])
+    peaks = (height * sigma / np.sqrt(var)).astype(dtype, copy=False)
+    return summed_outer(z[:, nx:] * peaks[:, None], z[:, :nx])
 
 
 def summed_outer(ey: np.ndarray, ex: np.ndarray) -> np.ndarray:
@@ -240,12 +245,7 @@ class Molecules:
 
 @dataclass
 class Steps:
-    """Meandering monatomic step edges; each raises (or lowers) the terrace on its far side.
-
-    `dtype` is the precision of the edges' meander and profile: float64 (the default sample,
-    bit for bit as it always was) or float32 (the families: rounding ~1e-16 m, half the
-    time of a frame crossed by a staircase of edges).
-    """
+    """Meandering monatomic step edges; each raises (or lowers) the terrace on its far side."""
 
     normals: np.ndarray
     offsets_m: np.ndarray
@@ -254,7 +254,6 @@ class Steps:
     wavenumber: np.ndarray
     phase: np.ndarray
     height_m: float = STEP_HEIGHT_M
-    dtype: type = np.float64
 
     @classmethod
     def random(cls, rng: np.random.Generator, size_m: float) -> Steps:
@@ -280,8 +279,10 @@ class Steps:
         level = float(np.sum(self.signs[far] * np.sign(d_centre[far]))) * self.height_m / 2
         return ~far, level
 
-    def image(self, gx: np.ndarray, gy: np.ndarray, blur_m: float = 0.0) -> np.ndarray:
-        """Terrace heights on the grid, edges smoothed over sqrt(width^2 + blur^2).
+    def image(self, gx: np.ndarray, gy: np.ndarray, blur_m: float = 0.0,
+              dtype: type = np.float64) -> np.ndarray:
+        """Terrace heights on the grid, edges smoothed over sqrt(width^2 + blur^2); the
+        edges' meander and profile computed in `dtype` (`Sample.dtype`).
 
         Edges that pass far from the frame add a constant; the near ones are evaluated
         together: each edge's signed distance d = across - offset - meander(along) is a sum
@@ -296,15 +297,15 @@ class Steps:
             return out
         nx, ny = self.normals[idx, 0, None], self.normals[idx, 1, None]
         k, meander = self.wavenumber[idx, None], self.meander_m[idx, None]
-        cos_p, sin_p = cos_sin(k * nx * gy + self.phase[idx, None], self.dtype)  # k along
-        cos_q, sin_q = cos_sin(-k * ny * gx, self.dtype)  # + phase = p(y) + q(x)
+        cos_p, sin_p = cos_sin(k * nx * gy + self.phase[idx, None], dtype)  # k along
+        cos_q, sin_q = cos_sin(-k * ny * gx, dtype)  # + phase = p(y) + q(x)
         rows = np.stack([ny * gy - self.offsets_m[idx, None], -meander * sin_p,
                          -meander * cos_p, np.ones_like(cos_p)], axis=2)
         cols = np.stack([np.ones_like(cos_q), cos_q, sin_q, nx * gx], axis=1)
         d = np.matmul(rows, cols)
         d *= 1.0 / width
-        edges = _tanh(d.astype(self.dtype, copy=False))
-        out += np.tensordot((self.signs[idx] * (self.height_m / 2)).astype(self.dtype), edges,
+        edges = _tanh(d.astype(dtype, copy=False))
+        out += np.tensordot((self.signs[idx] * (self.height_m / 2)).astype(dtype), edges,
                             axes=1)
         return out
 
@@ -349,7 +350,16 @@ class Sample:
         Orientation of the atomic lattice in radians.
     lattice_m
         Constant of the square atomic lattice (Ag(100)); 0 draws none.
+
+    Attributes
+    ----------
+    dtype
+        Precision of the step edges and Gaussians of a frame: float64 here (the images the
+        shipped classifier and agent were trained on, bit for bit); the families
+        (`sim.families`) use float32, which rounds heights by ~1e-16 m and is twice as fast.
     """
+
+    dtype: ClassVar[type] = np.float64
 
     size_m: float
     steps: Steps
@@ -392,7 +402,7 @@ class Sample:
             More Gaussians (xy, height, sigma), drawn in the same matrix product as the
             molecules and debris (a subclass's adatoms or adsorbates).
         """
-        out = self.steps.image(gx, gy, blur_m)
+        out = self.steps.image(gx, gy, blur_m, self.dtype)
         out += self._lattice(gx, gy, blur_m)
         box = (gx[0] - 4 * blur_m, gx[-1] + 4 * blur_m, gy[0] - 4 * blur_m, gy[-1] + 4 * blur_m)
         pixel = abs(gx[-1] - gx[0]) / max(gx.size - 1, 1)
@@ -404,7 +414,7 @@ class Sample:
         if extra_bumps is not None:
             parts.append(extra_bumps)
         xy, height, sigma = (np.concatenate(p) for p in zip(*parts, strict=True))
-        out += gaussian_image(xy, height, sigma, gx, gy, blur_m)
+        out += gaussian_image(xy, height, sigma, gx, gy, blur_m, self.dtype)
         return out
 
     def relief_bound_m(self, x0: float, x1: float, y0: float, y1: float, *,
