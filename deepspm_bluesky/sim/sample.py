@@ -45,7 +45,7 @@ CLUSTER_SIGMA_M = (0.5e-9, 2.0e-9)
 Bumps = tuple[np.ndarray, np.ndarray, np.ndarray]  # centres (k, 2), heights (k,), sigmas (k,)
 CELL_M = 20e-9  # cells of the look-up of bumps near a frame: at most this wide, ...
 POINTS_PER_CELL = 8  # ... and narrower where bumps are dense (graphite's adsorbates)
-MAX_CELLS_PER_SIDE = 256
+MAX_CELLS_PER_SIDE = 254  # (+ a cell at each end: at most 2^16 cells, sorted by radix)
 GEMM_ONE_THREAD_SIZE = 160_000  # m * n * k below OpenBLAS's multi-threading threshold
 
 
@@ -108,23 +108,24 @@ class _CellIndex:
     decide with one comparison."""
 
     def __init__(self, xy: np.ndarray, radius_m: np.ndarray) -> None:
-        reach_m = float(radius_m.max(initial=0.0))
-        extent = np.ptp(xy, axis=0) if len(xy) else np.zeros(2)
-        dense = math.sqrt(POINTS_PER_CELL * float(np.prod(extent)) / max(len(xy), 1))
+        x, y = np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1])
+        self.reach = float(radius_m.max(initial=0.0))
+        extent = (float(np.ptp(x)), float(np.ptp(y))) if len(x) else (0.0, 0.0)
+        dense = math.sqrt(POINTS_PER_CELL * extent[0] * extent[1] / max(len(x), 1))
         # at most MAX_CELLS_PER_SIDE cells along a side, however the points lie
-        self.reach = reach_m
-        self.cell = max(min(CELL_M, dense), reach_m, float(extent.max()) / MAX_CELLS_PER_SIDE,
-                        1e-12)
-        x, y = xy[:, 0], xy[:, 1]
+        self.cell = max(min(CELL_M, dense), self.reach, max(extent) / MAX_CELLS_PER_SIDE, 1e-12)
         self.bounds = np.stack([x + radius_m, -(x - radius_m), y + radius_m, -(y - radius_m)])
-        ij = np.floor(xy / self.cell).astype(np.int64) if len(xy) else np.zeros((0, 2), int)
-        lo = ij.min(axis=0, initial=0)
-        shape = ij.max(axis=0, initial=0) - lo + 1
-        key = (ij[:, 1] - lo[1]) * shape[0] + (ij[:, 0] - lo[0])
+        i, j = (np.floor(c / self.cell).astype(np.int64) for c in (x, y))
+        lo = [int(c.min(initial=0)) for c in (i, j)]
+        shape = [int(c.max(initial=0)) - low + 1 for c, low in zip((i, j), lo, strict=True)]
+        key = (j - lo[1]) * shape[0] + (i - lo[0])
+        if shape[0] * shape[1] <= 1 << 16:  # numpy sorts 16-bit keys by radix: O(n)
+            key = key.astype(np.uint16)
         self.order = np.argsort(key, kind="stable")
+        counts = np.bincount(key, minlength=shape[0] * shape[1])
         # plain ints: a frame's look-up is a few scalar steps, cheaper in Python than numpy
-        self.starts = np.searchsorted(key[self.order], np.arange(shape.prod() + 1)).tolist()
-        self.lo, self.shape = lo.tolist(), shape.tolist()
+        self.starts = [0, *np.cumsum(counts).tolist()]
+        self.lo, self.shape = lo, shape
 
     def candidates(self, x0: float, x1: float, y0: float, y1: float) -> np.ndarray:
         """Indices (ascending) of the points in the cells the box covers, grown by the reach."""
