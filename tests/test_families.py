@@ -121,8 +121,8 @@ def test_a_periodic_sum_of_gaussians_equals_its_fourier_series(blur_m):
     basis = np.array([[0.3e-9, 0.2e-9], [1.0e-9, 0.5e-9]])
     heights, sigmas = np.array([80e-12, -100e-12]), np.array([0.22e-9, 0.35e-9])
     grid = np.linspace(-5e-9, 5e-9, 64)
-    _, _, points, inside = _lattice_grid(vectors, (grid[0], grid[-1], grid[0], grid[-1]), 6e-9)
-    cells = points[inside]
+    _, _, x, y, inside = _lattice_grid(vectors, (grid[0], grid[-1], grid[0], grid[-1]), 6e-9)
+    cells = np.stack([x[inside], y[inside]], axis=1)
     explicit = gaussian_image((cells[:, None, :] + basis[None]).reshape(-1, 2),
                               np.tile(heights, len(cells)), np.tile(sigmas, len(cells)),
                               grid, grid, blur_m)

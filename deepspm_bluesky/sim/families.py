@@ -67,16 +67,16 @@ def _hex_vectors(a_m: float, angle: float) -> np.ndarray:
 def _lattice_grid(vectors: np.ndarray, box: tuple[float, float, float, float],
                   margin_m: float, inverse: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """Indices i (n,) and j (m,) of the points ``i a1 + j a2`` around the box grown by
-    `margin_m`, the points (n, m, 2) and whether each falls inside that box (n, m).
-    `inverse` is ``inv(vectors)``, if known."""
+    `margin_m`, their coordinates x and y (n, m) and whether each falls inside that box
+    (n, m). `inverse` is ``inv(vectors)``, if known."""
     x0, x1, y0, y1 = box[0] - margin_m, box[1] + margin_m, box[2] - margin_m, box[3] + margin_m
     corners = np.array([[x0, y0], [x0, y1], [x1, y0], [x1, y1]])
     ij = corners @ (np.linalg.inv(vectors) if inverse is None else inverse)
     lo, hi = np.floor(ij.min(axis=0)).astype(int), np.ceil(ij.max(axis=0)).astype(int)
     i, j = np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1)
-    points = i[:, None, None] * vectors[0] + j[None, :, None] * vectors[1]
-    x, y = points[..., 0], points[..., 1]
-    return i, j, points, (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+    x = np.add.outer(i * vectors[0, 0], j * vectors[1, 0])
+    y = np.add.outer(i * vectors[0, 1], j * vectors[1, 1])
+    return i, j, x, y, (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
 
 
 def cos_sin_outer(k: np.ndarray, x: np.ndarray,
@@ -274,14 +274,15 @@ class Texture:
         a = self.a_m
         sigma = self.extra["molecule_sigma_m"]
         vectors, inverse, offset, k_a1, k_a2, phases = self._island_lattice
-        i, j, points, inside = _lattice_grid(vectors, (gx[0], gx[-1], gy[0], gy[-1]),
-                                             4 * sigma, inverse)
+        i, j, x, y, inside = _lattice_grid(vectors, (gx[0], gx[-1], gy[0], gy[-1]),
+                                           4 * sigma, inverse)
         # the field sum_k cos(k . (i a1 + j a2 + offset) + phase_k) of the grid (i, j), as
         # cos(A_i + B_j) = cos A_i cos B_j - sin A_i sin B_j: one small product
         a_i, b_j = np.outer(i, k_a1), np.outer(j, k_a2) + phases
         field = np.hstack([np.cos(a_i), np.sin(a_i)]) @ np.hstack([np.cos(b_j),
                                                                    -np.sin(b_j)]).T
-        points = points[inside & (field > self.extra["island_level"])] + offset
+        keep = inside & (field > self.extra["island_level"])
+        points = np.stack([x[keep], y[keep]], axis=1) + offset
         if pixel > 4 * np.hypot(sigma, blur_m) / RESOLVED:  # unresolved: islands as plateaus
             sigma = max(sigma, 0.6 * a, pixel)
         return (points, np.full(len(points), gain * self.corrugation_m),
