@@ -139,9 +139,10 @@ class _CellIndex:
         starts = self.starts
         if j0 == j1 and i0 == i1:  # one cell: its points are in ascending order already
             return self.order[starts[j0 * n_i + i0]:starts[j0 * n_i + i0 + 1]]
-        parts = [self.order[starts[j * n_i + i0]:starts[j * n_i + i1 + 1]]
-                 for j in range(j0, j1 + 1)]
-        return np.sort(np.concatenate(parts))
+        merged = np.concatenate([self.order[starts[j * n_i + i0]:starts[j * n_i + i1 + 1]]
+                                 for j in range(j0, j1 + 1)])
+        merged.sort()
+        return merged
 
     def touching(self, x0: float, x1: float, y0: float, y1: float) -> np.ndarray:
         """Indices (ascending) of the discs that reach into the box (strictly)."""
