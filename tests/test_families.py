@@ -112,7 +112,7 @@ def test_an_unknown_family_is_a_value_error_naming_the_known_ones():
 def test_a_periodic_sum_of_gaussians_equals_its_fourier_series(blur_m):
     from deepspm_bluesky.sim.families import (
         _hex_vectors,
-        _lattice_points,
+        _lattice_grid,
         _periodic_gaussians,
     )
     from deepspm_bluesky.sim.sample import gaussian_image
@@ -121,7 +121,8 @@ def test_a_periodic_sum_of_gaussians_equals_its_fourier_series(blur_m):
     basis = np.array([[0.3e-9, 0.2e-9], [1.0e-9, 0.5e-9]])
     heights, sigmas = np.array([80e-12, -100e-12]), np.array([0.22e-9, 0.35e-9])
     grid = np.linspace(-5e-9, 5e-9, 64)
-    cells = _lattice_points(vectors, (grid[0], grid[-1], grid[0], grid[-1]), 6e-9)
+    _, _, x, y, inside = _lattice_grid(vectors, (grid[0], grid[-1], grid[0], grid[-1]), 6e-9)
+    cells = np.stack([x[inside], y[inside]], axis=1)
     explicit = gaussian_image((cells[:, None, :] + basis[None]).reshape(-1, 2),
                               np.tile(heights, len(cells)), np.tile(sigmas, len(cells)),
                               grid, grid, blur_m)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -44,6 +45,7 @@ from .sample import (
     Molecules,
     Sample,
     Steps,
+    cos_sin,
     summed_outer,
 )
 
@@ -62,18 +64,30 @@ def _hex_vectors(a_m: float, angle: float) -> np.ndarray:
     return a_m * np.stack([np.cos(phis), np.sin(phis)], axis=1)
 
 
-def _lattice_points(vectors: np.ndarray, box: tuple[float, float, float, float],
-                    margin_m: float) -> np.ndarray:
-    """Points ``i a1 + j a2`` (m, 2) that fall inside the box grown by `margin_m`."""
+def _lattice_grid(vectors: np.ndarray, box: tuple[float, float, float, float],
+                  margin_m: float, inverse: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Indices i (n,) and j (m,) of the points ``i a1 + j a2`` around the box grown by
+    `margin_m`, their coordinates x and y (n, m) and whether each falls inside that box
+    (n, m). `inverse` is ``inv(vectors)``, if known."""
     x0, x1, y0, y1 = box[0] - margin_m, box[1] + margin_m, box[2] - margin_m, box[3] + margin_m
     corners = np.array([[x0, y0], [x0, y1], [x1, y0], [x1, y1]])
-    ij = corners @ np.linalg.inv(vectors)
+    ij = corners @ (np.linalg.inv(vectors) if inverse is None else inverse)
     lo, hi = np.floor(ij.min(axis=0)).astype(int), np.ceil(ij.max(axis=0)).astype(int)
-    i, j = np.meshgrid(np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1), indexing="ij")
-    points = np.stack([i.ravel(), j.ravel()], 1) @ vectors
-    inside = ((points[:, 0] >= x0) & (points[:, 0] <= x1)
-              & (points[:, 1] >= y0) & (points[:, 1] <= y1))
-    return points[inside]
+    i, j = np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1)
+    x = np.add.outer(i * vectors[0, 0], j * vectors[1, 0])
+    y = np.add.outer(i * vectors[0, 1], j * vectors[1, 1])
+    return i, j, x, y, (x >= x0) & (x <= x1) & (y >= y0) & (y <= y1)
+
+
+def cos_sin_outer(k: np.ndarray, x: np.ndarray,
+                  phases: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin (float32, `sample.cos_sin`) of the phases outer(k, x) (+ `phases`, one
+    per k): float32 rounds them by < 2e-7, far below what a float32 image of heights near
+    the piezo's extension resolves."""
+    phase = np.outer(k, x)
+    if phases is not None:
+        phase += phases[:, None]
+    return cos_sin(phase, np.float32)
 
 
 def _pixel(gx: np.ndarray) -> float:
@@ -81,12 +95,12 @@ def _pixel(gx: np.ndarray) -> float:
 
 
 def _waves(gx: np.ndarray, gy: np.ndarray, kvecs: np.ndarray, phases: np.ndarray) -> np.ndarray:
-    """sum_i cos(k_i . r + phase_i) on the grid, as separable outer products."""
-    out = np.zeros((gy.size, gx.size))
-    for (kx, ky), phase in zip(kvecs, phases, strict=True):
-        ax, ay = kx * gx + phase, ky * gy
-        out += np.outer(np.cos(ay), np.cos(ax)) - np.outer(np.sin(ay), np.sin(ax))
-    return out
+    """sum_i cos(k_i . r + phase_i) on the grid: cos(a + b) = cos a cos b - sin a sin b
+    makes it one product of (2 waves, rows) and (2 waves, columns) factors."""
+    cos_y, sin_y = cos_sin_outer(kvecs[:, 1], gy)
+    cos_x, sin_x = cos_sin_outer(kvecs[:, 0], gx, phases)
+    return summed_outer(np.concatenate([cos_y, -sin_y]).astype(float),
+                        np.concatenate([cos_x, sin_x]).astype(float))
 
 
 @dataclass
@@ -157,11 +171,17 @@ class Texture:
         damp = np.exp(-((k * ATOMIC_BLUR * blur_m) ** 2) / 2)
         if damp < 1e-3:
             return 0.0
+        # sum of three cosines lies in [-1.5, 3]: maxima on a triangular lattice
+        return (gain * damp * self.corrugation_m / 4.5) * (_waves(gx, gy, *self._hex_waves)
+                                                           + 1.5)
+
+    @functools.cached_property
+    def _hex_waves(self) -> tuple[np.ndarray, np.ndarray]:
+        """Wave vectors (3, 2) and phases (3,) of the hexagonal corrugation."""
+        k = 4 * np.pi / (np.sqrt(3) * self.a_m)
         phis = self.angle + np.pi / 6 + np.arange(3) * 2 * np.pi / 3
         kvecs = k * np.stack([np.cos(phis), np.sin(phis)], 1)
-        phases = np.array([self.phase[0], self.phase[1], -self.phase[0] - self.phase[1]])
-        # sum of three cosines lies in [-1.5, 3]: maxima on a triangular lattice
-        return (gain * damp * self.corrugation_m / 4.5) * (_waves(gx, gy, kvecs, phases) + 1.5)
+        return kvecs, np.array([self.phase[0], self.phase[1], -self.phase[0] - self.phase[1]])
 
     def _herringbone(self, gx, gy, pixel, blur_m):
         """Pairs of ridges 6.3 nm apart, bending by 120 degrees every half zig-zag period."""
@@ -169,17 +189,27 @@ class Texture:
         if pixel > 4 * np.hypot(width, blur_m) / RESOLVED:
             return 0.0
         c, s = np.cos(self.angle), np.sin(self.angle)
-        u = c * gx[None, :] + s * gy[:, None]  # across the ridges
-        v = -s * gx[None, :] + c * gy[:, None]  # along them
         zig = self.extra["zigzag_m"]
-        tri = np.abs((v / zig) % 2.0 - 1.0) * zig * np.tan(np.pi / 6)  # triangle wave
-        phase = ((u + tri) / period + self.phase[0]) % 1.0
+        # across the ridges in periods (plus the phase), along them in two zig-zag lengths;
+        # fractional parts as x - floor(x) (numpy's float64 remainder is 25x slower)
+        phase = np.add.outer((s / period) * gy + self.phase[0], (c / period) * gx)
+        along = np.add.outer((c / (2 * zig)) * gy, (-s / (2 * zig)) * gx)
+        along -= np.floor(along)
+        along *= 2.0
+        along -= 1.0
+        np.abs(along, out=along)  # a triangle wave
+        along *= zig * np.tan(np.pi / 6) / period
+        phase += along
+        phase -= np.floor(phase)
+        phase = phase.astype(np.float32)  # in [0, 1): float32 places a ridge to 2e-16 m
         sigma2 = width**2 + blur_m**2
         out = np.zeros_like(phase)
         for centre in (0.35, 0.65):  # the two soliton walls of one period
-            d = (phase - centre) * period
-            out += np.exp(-d * d / (2 * sigma2))
-        return self.extra["ridge_m"] * width / np.sqrt(sigma2) * out
+            d = phase - np.float32(centre)
+            d *= d
+            d *= np.float32(-period * period / (2 * sigma2))
+            out += np.exp(d, out=d)
+        return (self.extra["ridge_m"] * width / np.sqrt(sigma2)) * out.astype(float)
 
     def _adatoms(self, gx, gy, pixel, blur_m, gain, bias_v):
         """Si(111)-7x7: 12 adatoms per cell, faulted half brighter in filled states, corner
@@ -188,14 +218,32 @@ class Texture:
         sigma = self.extra["adatom_sigma_m"]
         if pixel > 4 * np.hypot(sigma, blur_m) / RESOLVED:
             return 0.0
-        vectors = _hex_vectors(self.a_m, self.angle)
-        basis, faulted = _seven_by_seven_basis(vectors)
-        basis = np.concatenate([basis, np.zeros((1, 2))]) + self.phase @ vectors
+        vectors, basis, faulted, sigmas = self._seven_by_seven
         faulted_gain = 1.25 if bias_v < 0 else 1.05
         heights = np.append(self.corrugation_m * gain * np.where(faulted, faulted_gain, 1.0),
                             -self.extra["hole_m"])
-        sigmas = np.append(np.full(len(faulted), sigma), self.extra["hole_sigma_m"])
         return _periodic_gaussians(gx, gy, vectors, basis, heights, sigmas, blur_m)
+
+    @functools.cached_property
+    def _island_lattice(self) -> tuple[np.ndarray, ...]:
+        """Lattice vectors of the molecular layer, their inverse, its offset, and the island
+        field's wave vectors projected on each lattice vector with the phases at i = j = 0."""
+        vectors = _hex_vectors(self.a_m, self.angle)
+        offset = self.phase @ vectors
+        kvecs = self.extra["island_k"]
+        return (vectors, np.linalg.inv(vectors), offset, vectors[0] @ kvecs.T,
+                vectors[1] @ kvecs.T, offset @ kvecs.T + self.extra["island_phase"])
+
+    @functools.cached_property
+    def _seven_by_seven(self) -> tuple[np.ndarray, ...]:
+        """Cell vectors, basis (12 adatoms and the corner hole), which adatoms are faulted,
+        and the widths of the 13 Gaussians of Si(111)-7x7."""
+        vectors = _hex_vectors(self.a_m, self.angle)
+        basis, faulted = _seven_by_seven_basis(vectors)
+        basis = np.concatenate([basis, np.zeros((1, 2))]) + self.phase @ vectors
+        sigmas = np.append(np.full(len(faulted), self.extra["adatom_sigma_m"]),
+                           self.extra["hole_sigma_m"])
+        return vectors, basis, faulted, sigmas
 
     def _dimer_rows(self, gx, gy, pixel, blur_m, gain, levels, step_height_m):
         """Rows of dimers (period 0.768 nm) turning by 90 degrees on every other terrace."""
@@ -208,23 +256,33 @@ class Texture:
             return 0.0
         amp = gain * damp * self.corrugation_m / 2
         c, s = np.cos(self.angle), np.sin(self.angle)
-        rows_a = amp * (1 + _waves(gx, gy, np.array([[k * c, k * s]]), self.phase[:1]))
-        rows_b = amp * (1 + _waves(gx, gy, np.array([[-k * s, k * c]]), self.phase[1:]))
+
+        def rows(turned: bool) -> np.ndarray:
+            kvec, phase = ([[-k * s, k * c]], self.phase[1:]) if turned else \
+                ([[k * c, k * s]], self.phase[:1])
+            return amp * (1 + _waves(gx, gy, np.array(kvec), phase))
+
         if levels is None:
-            return rows_a
-        odd = (np.floor(levels / step_height_m + 0.5) % 2).astype(bool)
-        return np.where(odd, rows_b, rows_a)
+            return rows(False)
+        odd = (np.floor(levels / step_height_m + 0.5).astype(np.int64) & 1).astype(bool)
+        if odd.all() or not odd.any():  # one terrace (or one parity): one orientation
+            return rows(bool(odd.all()))
+        return np.where(odd, rows(True), rows(False))
 
     def _islands(self, gx, gy, pixel, blur_m, gain):
         """A close-packed molecular layer cut into islands by a smooth random field."""
         a = self.a_m
         sigma = self.extra["molecule_sigma_m"]
-        box = (gx[0], gx[-1], gy[0], gy[-1])
-        points = _lattice_points(_hex_vectors(a, self.angle), box, 4 * sigma)
-        points = points + self.phase @ _hex_vectors(a, self.angle)
-        keep = _island_field(points, self.extra["island_k"], self.extra["island_phase"]) \
-            > self.extra["island_level"]
-        points = points[keep]
+        vectors, inverse, offset, k_a1, k_a2, phases = self._island_lattice
+        i, j, x, y, inside = _lattice_grid(vectors, (gx[0], gx[-1], gy[0], gy[-1]),
+                                           4 * sigma, inverse)
+        # the field sum_k cos(k . (i a1 + j a2 + offset) + phase_k) of the grid (i, j), as
+        # cos(A_i + B_j) = cos A_i cos B_j - sin A_i sin B_j: one small product
+        a_i, b_j = np.outer(i, k_a1), np.outer(j, k_a2) + phases
+        field = np.hstack([np.cos(a_i), np.sin(a_i)]) @ np.hstack([np.cos(b_j),
+                                                                   -np.sin(b_j)]).T
+        keep = inside & (field > self.extra["island_level"])
+        points = np.stack([x[keep], y[keep]], axis=1) + offset
         if pixel > 4 * np.hypot(sigma, blur_m) / RESOLVED:  # unresolved: islands as plateaus
             sigma = max(sigma, 0.6 * a, pixel)
         return (points, np.full(len(points), gain * self.corrugation_m),
@@ -251,48 +309,49 @@ def _periodic_gaussians(gx: np.ndarray, gy: np.ndarray, vectors: np.ndarray,
     summed as its Fourier series, terms up to |G| sqrt(sigma^2 + blur^2) = 3.5.
 
     Each Gaussian h exp(-r^2 / 2 v) contributes (2 pi v h / A) exp(-|G|^2 v / 2) exp(-i G r_j)
-    to the coefficient of the reciprocal vector G (A: the cell's area); the image is
-    Re sum_G c_G exp(i G_x x) exp(i G_y y), one complex product of (terms, rows) and
-    (terms, columns) factors.
+    to the coefficient c_G of the reciprocal vector G (A: the cell's area); the image is
+    Re sum_G c_G exp(i G_y y) exp(i G_x x) = sum_G a_G(y) cos(G_x x) - b_G(y) sin(G_x x)
+    with a + ib = c_G exp(i G_y y): one real product of (2 terms, rows) and (2 terms,
+    columns) factors. The reciprocal vectors and phases exp(-i G r_j) of an area are
+    cached; a tip's blur and contrast only weigh them.
     """
-    g, coefficients = _fourier_coefficients(*(tuple(np.ravel(a).tolist()) for a in (
-        vectors, basis, heights, sigmas)), blur_m)
-    ey = np.exp(1j * np.outer(g[:, 1], gy)) * coefficients[:, None]
-    ex = np.exp(1j * np.outer(g[:, 0], gx))
-    # Re(ey^T ex) as one real product, in blocks that keep OpenBLAS on one thread
-    return summed_outer(np.concatenate([ey.real, -ey.imag]), np.concatenate([ex.real, ex.imag]))
-
-
-@functools.lru_cache(maxsize=512)
-def _fourier_coefficients(vectors: tuple, basis: tuple, heights: tuple, sigmas: tuple,
-                          blur_m: float) -> tuple[np.ndarray, np.ndarray]:
-    """Reciprocal vectors G (m, 2) and coefficients c_G (m,) of `_periodic_gaussians`
-    (cached: a tip images many frames of one area with the same blur and contrast)."""
-    vectors, basis = np.reshape(vectors, (2, 2)), np.reshape(basis, (-1, 2))
-    heights, sigmas = np.asarray(heights), np.asarray(sigmas)
+    g, g_norm, g2, phases, area = _reciprocal_terms(tuple(np.ravel(vectors).tolist()),
+                                                    tuple(np.ravel(basis).tolist()),
+                                                    float(sigmas.min()))
     var = sigmas**2 + blur_m**2
-    peak = heights * sigmas / np.sqrt(var)
-    area = abs(np.linalg.det(vectors))
+    m = int(np.searchsorted(g_norm, FOURIER_CUTOFF / np.sqrt(var.min()), side="right"))
+    weights = (2 * np.pi / area) * heights * sigmas * np.sqrt(var)  # (2 pi / A) peak var
+    c = ((phases[:m] * np.exp(-0.5 * g2[:m, None] * var)) @ weights).astype(np.complex64)
+    cos_y, sin_y = cos_sin_outer(g[:m, 1], gy)
+    cr, ci = c.real[:, None], c.imag[:, None]
+    rows = np.concatenate([cr * cos_y - ci * sin_y, -(cr * sin_y + ci * cos_y)])
+    # float32 (rounding ~1e-17 m), in blocks that keep OpenBLAS on one thread
+    image = summed_outer(rows, np.concatenate(cos_sin_outer(g[:m, 0], gx)))
+    return image.astype(float, copy=False)
+
+
+@functools.lru_cache(maxsize=64)
+def _reciprocal_terms(vectors: tuple, basis: tuple, sigma_min_m: float) -> tuple:
+    """Reciprocal vectors G (m, 2) of the lattice `vectors` up to |G| sigma_min = 3.5 (the
+    cut-off of the sharpest tip), their norms |G| (ascending) and squares, the phases
+    w exp(-i G r_j) (m, basis) of the basis (w = 1 for G = 0, else 2: G and -G give
+    conjugate terms, so one of the two is kept, twice), and the cell's area."""
+    vectors, basis = np.reshape(vectors, (2, 2)), np.reshape(basis, (-1, 2))
     reciprocal = 2 * np.pi * np.linalg.inv(vectors).T  # rows b_i with a_i . b_j = 2 pi d_ij
-    g_max = FOURIER_CUTOFF / np.sqrt(var.min())
+    g_max = FOURIER_CUTOFF / sigma_min_m
     n = int(np.ceil(g_max / np.linalg.norm(reciprocal, axis=1).min())) + 1
     i, j = np.meshgrid(np.arange(-n, n + 1), np.arange(-n, n + 1), indexing="ij")
-    half = (i > 0) | ((i == 0) & (j >= 0))  # G and -G give conjugate terms: keep one, twice
+    half = (i > 0) | ((i == 0) & (j >= 0))
     g = np.stack([i[half], j[half]], 1) @ reciprocal
-    keep = np.hypot(g[:, 0], g[:, 1]) <= g_max
-    g, weight = g[keep], np.where((i[half] == 0) & (j[half] == 0), 1.0, 2.0)[keep]
-    g2 = (g * g).sum(axis=1)
-    coefficients = weight * ((2 * np.pi / area) * (peak * var)[None, :]
-                             * np.exp(-0.5 * g2[:, None] * var[None, :])
-                             * np.exp(-1j * (g @ basis.T))).sum(axis=1)
-    for array in (g, coefficients):
+    g_norm = np.hypot(g[:, 0], g[:, 1])
+    order = np.argsort(g_norm, kind="stable")
+    order = order[g_norm[order] <= g_max]
+    g, g_norm = g[order], g_norm[order]
+    weight = np.where(g_norm == 0, 1.0, 2.0)
+    terms = (g, g_norm, (g * g).sum(axis=1), weight[:, None] * np.exp(-1j * (g @ basis.T)))
+    for array in terms:
         array.setflags(write=False)
-    return g, coefficients
-
-
-def _island_field(points: np.ndarray, kvecs: np.ndarray, phases: np.ndarray) -> np.ndarray:
-    """A smooth random field (sum of a few plane waves) at `points`."""
-    return np.cos(points @ kvecs.T + phases).sum(axis=1)
+    return (*terms, abs(float(np.linalg.det(vectors))))
 
 
 @dataclass
@@ -303,6 +362,8 @@ class FamilySample(Sample):
     family: str = DEFAULT_FAMILY
     texture: Texture = field(default_factory=Texture)
     adsorbates: Gaussians = field(default_factory=Gaussians)
+
+    dtype: ClassVar[type] = np.float32
 
     def heights(self, gx: np.ndarray, gy: np.ndarray, *, blur_m: float = 0.0,
                 adsorbate_gain: float = 1.0, centre_gain: float = 1.0,
@@ -318,16 +379,18 @@ class FamilySample(Sample):
         out = super().heights(gx, gy, blur_m=blur_m, adsorbate_gain=adsorbate_gain,
                               centre_gain=centre_gain, bias_v=bias_v, extra_bumps=extra)
         levels = None
-        if self.texture.kind == "dimer_rows":
-            levels = self.steps.image(gx, gy, 0.0)
-        return out + self.texture.heights(gx, gy, blur_m=blur_m, gain=adsorbate_gain,
-                                          bias_v=bias_v, levels=levels,
-                                          step_height_m=self.steps.height_m)
+        if self.texture.kind == "dimer_rows":  # the terrace level, constant without edges
+            near, level = self.steps.near(gx[0], gx[-1], gy[0], gy[-1])
+            levels = self.steps.image(gx, gy, 0.0, self.dtype) if near.any() else level
+        out += self.texture.heights(gx, gy, blur_m=blur_m, gain=adsorbate_gain,
+                                    bias_v=bias_v, levels=levels,
+                                    step_height_m=self.steps.height_m)
+        return out
 
     def relief_bound_m(self, x0: float, x1: float, y0: float, y1: float, *,
                        adsorbate_gain: float = 1.0, centre_gain: float = 1.0,
                        bias_v: float = 1.0) -> float:
-        _, height, _ = self.adsorbates.bumps(x0, x1, y0, y1)
+        height = self.adsorbates.height.take(self.adsorbates.near(x0, x1, y0, y1))
         return (super().relief_bound_m(x0, x1, y0, y1, adsorbate_gain=adsorbate_gain,
                                        centre_gain=centre_gain, bias_v=bias_v)
                 + self.texture.relief_m(1.3 * adsorbate_gain)

@@ -10,6 +10,7 @@ also takes that long in wall time (times the factor), through the injected `slee
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -287,12 +288,14 @@ class SimulatedMicroscope:
             return np.full((pixels, pixels), -Z_RANGE_M / 2)
         pitch = size_m / pixels
         line_s = 2 * size_m / self.scan_speed_m_s
-        t_rows = self.time_s + (np.arange(pixels) + 0.5) * line_s
-        offsets = (np.arange(pixels) - (pixels - 1) / 2) * pitch
+        mid_rows, centred = _raster(pixels, 0)
+        t_rows = self.time_s + mid_rows * line_s
+        offsets = centred * pitch
         drift = self.motion.lateral(t_rows)
         shift_px = (drift[:, 0] - drift[0, 0]) / pitch
-        pad = int(np.ceil(np.abs(shift_px).max())) + 1 if np.ptp(shift_px) > MAX_UNSHEARED_PX else 0
-        gx = x_m + drift[0, 0] + (np.arange(-pad, pixels + pad) - (pixels - 1) / 2) * pitch
+        sheared = shift_px.max() - shift_px.min() > MAX_UNSHEARED_PX
+        pad = int(np.ceil(np.abs(shift_px).max())) + 1 if sheared else 0
+        gx = x_m + drift[0, 0] + (_raster(pixels, pad)[1] if pad else centred) * pitch
         gy = y_m + offsets + drift[:, 1]
         gain = render.electronic_gain(self.bias_v, self.setpoint_a)
         image = render.topography(self.sample, tip, gx, gy, gain=gain, bias_v=self.bias_v)
@@ -311,6 +314,17 @@ class SimulatedMicroscope:
         if self.artifacts_level > 0:
             image += self.scanner.image(self._noise_rng, pixels, pixels, size_m / AREA_SIZE_M)
         return image
+
+
+@functools.lru_cache(maxsize=32)
+def _raster(pixels: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices + 0.5 (the middle of each line in time) and column indices centred on
+    the frame, padded by `pad` on each side (read-only, cached per frame size)."""
+    mid_rows = np.arange(pixels) + 0.5
+    centred = np.arange(-pad, pixels + pad) - (pixels - 1) / 2
+    for array in (mid_rows, centred):
+        array.setflags(write=False)
+    return mid_rows, centred
 
 
 def _check_frame(x_m: float, y_m: float, size_m: float, pixels: int) -> None:

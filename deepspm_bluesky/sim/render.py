@@ -123,9 +123,9 @@ def instability(rng: np.random.Generator, level: float, rows: int, cols: int) ->
         return 0.0
     hit = rng.random((2, rows)) < level
     flips, streaks = np.flatnonzero(hit[0]), np.flatnonzero(hit[1])
-    toggles = np.zeros(rows * cols)
+    toggles = np.zeros(rows * cols, np.int8)
     toggles[flips * cols + rng.integers(0, cols, flips.size)] = 1
-    out = (np.cumsum(toggles) % 2).reshape(rows, cols) * rng.normal(0, JUMP_M)
+    out = (np.cumsum(toggles) & 1).reshape(rows, cols) * rng.normal(0, JUMP_M)
     spikes = rng.random((streaks.size, cols)) < STREAK_FILL
     out[streaks] += spikes * np.abs(rng.normal(0, STREAK_M, (streaks.size, cols)))
     return out
@@ -210,8 +210,17 @@ class ScannerArtifacts:
         """The artefacts of one frame (m); a bow scales with the frame's share of the range."""
         if self.bow_m == self.creep_m == self.line_offset_m == 0.0:
             return 0.0
-        u = np.linspace(-1, 1, cols)
-        out = (self.bow_m * frame_fraction) * (u * u)[None, :]
-        lines = self.creep_m * np.exp(-np.arange(rows) / self.creep_rows)
-        lines = lines + self.line_offset_m * rng.standard_normal(rows)
-        return out + lines[:, None]
+        bow, creep = _bow_and_creep(rows, cols, self.creep_rows)
+        lines = self.creep_m * creep + self.line_offset_m * rng.standard_normal(rows)
+        return np.add.outer(lines, (self.bow_m * frame_fraction) * bow)
+
+
+@functools.lru_cache(maxsize=64)
+def _bow_and_creep(rows: int, cols: int, creep_rows: float) -> tuple[np.ndarray, np.ndarray]:
+    """Shapes of a line's bow, u^2 for u in [-1, 1] (cols,), and of the creep over the
+    lines, exp(-row / creep_rows) (rows,): the same for every frame of an area."""
+    u = np.linspace(-1, 1, cols)
+    shapes = (u * u, np.exp(-np.arange(rows) / creep_rows))
+    for shape in shapes:
+        shape.setflags(write=False)
+    return shapes

@@ -13,7 +13,9 @@ Krull et al., Commun. Phys. 3, 54 (2020), https://doi.org/10.1038/s42005-020-031
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -41,12 +43,14 @@ CLUSTERS_PER_M2 = 3e-5 * 1e18
 CLUSTER_HEIGHT_M = (0.4e-9, 1.5e-9)
 CLUSTER_SIGMA_M = (0.5e-9, 2.0e-9)
 Bumps = tuple[np.ndarray, np.ndarray, np.ndarray]  # centres (k, 2), heights (k,), sigmas (k,)
-CELL_M = 20e-9  # cells of the look-up of bumps near a frame
+CELL_M = 20e-9  # cells of the look-up of bumps near a frame: at most this wide, ...
+POINTS_PER_CELL = 8  # ... and narrower where bumps are dense (graphite's adsorbates)
+MAX_CELLS_PER_SIDE = 254  # (+ a cell at each end: at most 2^16 cells, sorted by radix)
 GEMM_ONE_THREAD_SIZE = 160_000  # m * n * k below OpenBLAS's multi-threading threshold
 
 
 def gaussian_image(xy: np.ndarray, height: np.ndarray, sigma: np.ndarray, gx: np.ndarray,
-                   gy: np.ndarray, blur_m: float = 0.0) -> np.ndarray:
+                   gy: np.ndarray, blur_m: float = 0.0, dtype: type = np.float64) -> np.ndarray:
     """Sum of isotropic Gaussians on the grid (gx, gy), seen through a tip of radius `blur_m`.
 
     Parameters
@@ -61,20 +65,24 @@ def gaussian_image(xy: np.ndarray, height: np.ndarray, sigma: np.ndarray, gx: np
         keeps the volume and makes bumps under a blunt tip vanish; a true dilation keeps
         the height; real blunt tips sit between the two.)
 
+    dtype
+        Precision of the factors and their product (`Sample.dtype`).
+
     Returns
     -------
     (gy.size, gx.size) array: one matrix product of separable factors, no loop over bumps.
     """
     var = sigma**2 + blur_m**2
     nx = gx.size
-    z = np.empty((len(var), nx + gy.size))
+    z = np.empty((len(var), nx + gy.size), dtype)
     np.subtract(gx, xy[:, 0:1], out=z[:, :nx])
     np.subtract(gy, xy[:, 1:2], out=z[:, nx:])
     z *= z
     z *= (-0.5 / var)[:, None]
     np.maximum(z, -40.0, out=z)  # far tails ~1e-18, never denormal (slow) floats
     np.exp(z, out=z)
-    return summed_outer(z[:, nx:] * (height * sigma / np.sqrt(var))[:, None], z[:, :nx])
+    peaks = (height * sigma / np.sqrt(var)).astype(dtype, copy=False)
+    return summed_outer(z[:, nx:] * peaks[:, None], z[:, :nx])
 
 
 def summed_outer(ey: np.ndarray, ex: np.ndarray) -> np.ndarray:
@@ -93,31 +101,56 @@ def summed_outer(ey: np.ndarray, ex: np.ndarray) -> np.ndarray:
 
 
 class _CellIndex:
-    """Points binned in square cells of `CELL_M` (at least their reach): the points that
-    may reach into a box are those of the cells the box, grown by the reach, covers."""
+    """Discs (centres, radii) binned by centre in square cells (at least the largest
+    radius, the reach; `CELL_M`, or less where `POINTS_PER_CELL` fill a smaller one): the
+    discs that may touch a box are those of the cells the box, grown by the reach, covers;
+    their bounding boxes, kept as (4, n) rows [x + r, -(x - r), y + r, -(y - r)], then
+    decide with one comparison."""
 
-    def __init__(self, xy: np.ndarray, reach_m: float) -> None:
-        self.reach, self.cell = reach_m, max(CELL_M, reach_m)
-        ij = np.floor(xy / self.cell).astype(np.int64) if len(xy) else np.zeros((0, 2), int)
-        self.lo = ij.min(axis=0, initial=0)
-        self.shape = ij.max(axis=0, initial=0) - self.lo + 1
-        key = (ij[:, 1] - self.lo[1]) * self.shape[0] + (ij[:, 0] - self.lo[0])
+    def __init__(self, xy: np.ndarray, radius_m: np.ndarray) -> None:
+        x, y = np.ascontiguousarray(xy[:, 0]), np.ascontiguousarray(xy[:, 1])
+        self.reach = float(radius_m.max(initial=0.0))
+        extent = (float(np.ptp(x)), float(np.ptp(y))) if len(x) else (0.0, 0.0)
+        dense = math.sqrt(POINTS_PER_CELL * extent[0] * extent[1] / max(len(x), 1))
+        # at most MAX_CELLS_PER_SIDE cells along a side, however the points lie
+        self.cell = max(min(CELL_M, dense), self.reach, max(extent) / MAX_CELLS_PER_SIDE, 1e-12)
+        self.bounds = np.stack([x + radius_m, -(x - radius_m), y + radius_m, -(y - radius_m)])
+        i, j = (np.floor(c / self.cell).astype(np.int64) for c in (x, y))
+        lo = [int(c.min(initial=0)) for c in (i, j)]
+        shape = [int(c.max(initial=0)) - low + 1 for c, low in zip((i, j), lo, strict=True)]
+        key = (j - lo[1]) * shape[0] + (i - lo[0])
+        if shape[0] * shape[1] <= 1 << 16:  # numpy sorts 16-bit keys by radix: O(n)
+            key = key.astype(np.uint16)
         self.order = np.argsort(key, kind="stable")
-        self.starts = np.searchsorted(key[self.order], np.arange(self.shape.prod() + 1))
+        counts = np.bincount(key, minlength=shape[0] * shape[1])
+        # plain ints: a frame's look-up is a few scalar steps, cheaper in Python than numpy
+        self.starts = [0, *np.cumsum(counts).tolist()]
+        self.lo, self.shape = lo, shape
 
     def candidates(self, x0: float, x1: float, y0: float, y1: float) -> np.ndarray:
         """Indices (ascending) of the points in the cells the box covers, grown by the reach."""
-        r = self.reach
-        i0, j0 = np.floor(np.array([x0 - r, y0 - r]) / self.cell).astype(np.int64) - self.lo
-        i1, j1 = np.floor(np.array([x1 + r, y1 + r]) / self.cell).astype(np.int64) - self.lo
-        i0, i1 = max(i0, 0), min(i1, self.shape[0] - 1)
-        rows = range(max(j0, 0), min(j1, self.shape[1] - 1) + 1)
-        if i0 > i1 or not rows:
+        r, cell, (lo_i, lo_j), (n_i, n_j) = self.reach, self.cell, self.lo, self.shape
+        i0 = max(math.floor((x0 - r) / cell) - lo_i, 0)
+        i1 = min(math.floor((x1 + r) / cell) - lo_i, n_i - 1)
+        j0 = max(math.floor((y0 - r) / cell) - lo_j, 0)
+        j1 = min(math.floor((y1 + r) / cell) - lo_j, n_j - 1)
+        if i0 > i1 or j0 > j1:
             return np.empty(0, np.int64)
-        width = self.shape[0]
-        parts = [self.order[self.starts[j * width + i0]:self.starts[j * width + i1 + 1]]
-                 for j in rows]
-        return np.sort(np.concatenate(parts)) if len(parts) > 1 else np.sort(parts[0])
+        starts = self.starts
+        if j0 == j1 and i0 == i1:  # one cell: its points are in ascending order already
+            return self.order[starts[j0 * n_i + i0]:starts[j0 * n_i + i0 + 1]]
+        merged = np.concatenate([self.order[starts[j * n_i + i0]:starts[j * n_i + i1 + 1]]
+                                 for j in range(j0, j1 + 1)])
+        merged.sort()
+        return merged
+
+    def touching(self, x0: float, x1: float, y0: float, y1: float) -> np.ndarray:
+        """Indices (ascending) of the discs that reach into the box (strictly)."""
+        candidates = self.candidates(x0, x1, y0, y1)
+        if candidates.size == 0:
+            return candidates
+        box = np.array([[x0], [-x1], [y0], [-y1]])
+        return candidates[np.logical_and.reduce(self.bounds.take(candidates, axis=1) > box)]
 
 
 @dataclass
@@ -144,16 +177,13 @@ class Gaussians:
         costs the bumps near it, not all of the area's.
         """
         if self._cells is None:
-            self._cells = _CellIndex(self.xy, 4 * float(self.sigma.max(initial=0.0)))
-        candidates = self._cells.candidates(x0, x1, y0, y1)
-        m = 4 * self.sigma[candidates]
-        x, y = self.xy[candidates, 0], self.xy[candidates, 1]
-        return candidates[(x + m > x0) & (x - m < x1) & (y + m > y0) & (y - m < y1)]
+            self._cells = _CellIndex(self.xy, 4 * self.sigma)
+        return self._cells.touching(x0, x1, y0, y1)
 
     def bumps(self, x0: float, x1: float, y0: float, y1: float) -> Bumps:
         """(xy, height, sigma) of the bumps that reach into the box."""
         keep = self.near(x0, x1, y0, y1)
-        return self.xy[keep], self.height[keep], self.sigma[keep]
+        return self.xy.take(keep, axis=0), self.height.take(keep), self.sigma.take(keep)
 
 
 @dataclass
@@ -201,6 +231,8 @@ class Molecules:
         Five Gaussians per molecule (the centre's height times `centre_gain`), or one round
         blob each where the pixels or the tip are too coarse to resolve the lobes.
         """
+        if len(self.xy) == 0:  # a surface without molecules (most families)
+            return np.empty((0, 2)), np.empty(0), np.empty(0)
         m = MOLECULE_REACH_M
         idx = self.near(x0 - m, x1 + m, y0 - m, y1 + m)
         if pixel_m > COARSE_PIXEL_M or blur_m > COARSE_BLUR_M:
@@ -249,8 +281,10 @@ class Steps:
         level = float(np.sum(self.signs[far] * np.sign(d_centre[far]))) * self.height_m / 2
         return ~far, level
 
-    def image(self, gx: np.ndarray, gy: np.ndarray, blur_m: float = 0.0) -> np.ndarray:
-        """Terrace heights on the grid, edges smoothed over sqrt(width^2 + blur^2).
+    def image(self, gx: np.ndarray, gy: np.ndarray, blur_m: float = 0.0,
+              dtype: type = np.float64) -> np.ndarray:
+        """Terrace heights on the grid, edges smoothed over sqrt(width^2 + blur^2); the
+        edges' meander and profile computed in `dtype` (`Sample.dtype`).
 
         Edges that pass far from the frame add a constant; the near ones are evaluated
         together: each edge's signed distance d = across - offset - meander(along) is a sum
@@ -265,21 +299,41 @@ class Steps:
             return out
         nx, ny = self.normals[idx, 0, None], self.normals[idx, 1, None]
         k, meander = self.wavenumber[idx, None], self.meander_m[idx, None]
-        p = k * nx * gy + self.phase[idx, None]  # k along + phase = p(y) + q(x)
-        q = -k * ny * gx
-        rows = np.stack([ny * gy - self.offsets_m[idx, None], -meander * np.sin(p),
-                         -meander * np.cos(p), np.ones_like(p)], axis=2)
-        cols = np.stack([np.ones_like(q), np.cos(q), np.sin(q), nx * gx], axis=1)
+        cos_p, sin_p = cos_sin(k * nx * gy + self.phase[idx, None], dtype)  # k along
+        cos_q, sin_q = cos_sin(-k * ny * gx, dtype)  # + phase = p(y) + q(x)
+        rows = np.stack([ny * gy - self.offsets_m[idx, None], -meander * sin_p,
+                         -meander * cos_p, np.ones_like(cos_p)], axis=2)
+        cols = np.stack([np.ones_like(cos_q), cos_q, sin_q, nx * gx], axis=1)
         d = np.matmul(rows, cols)
         d *= 1.0 / width
-        out += np.tensordot(self.signs[idx] * (self.height_m / 2), _tanh(d), axes=1)
+        edges = _tanh(d.astype(dtype, copy=False))
+        out += np.tensordot((self.signs[idx] * (self.height_m / 2)).astype(dtype), edges,
+                            axes=1)
         return out
 
 
+def cos_sin(phase: np.ndarray, dtype: type = np.float64) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of `phase`; in float32 (`dtype`) after a reduction to one turn in
+    float64: numpy's float32 sine and cosine are vectorised, its float64 ones are not (7x
+    slower here), and the reduced phase loses nothing (the result is within 2e-7)."""
+    if dtype == np.float64:
+        return np.cos(phase), np.sin(phase)
+    turns = phase / (2 * np.pi)
+    turns -= np.rint(turns)
+    reduced = (2 * np.pi * turns).astype(dtype)
+    return np.cos(reduced), np.sin(reduced)
+
+
 def _tanh(x: np.ndarray) -> np.ndarray:
-    """tanh through one exp (within an ulp of np.tanh, twice as fast on this numpy)."""
-    e = np.exp(-2.0 * np.abs(x))
-    return np.copysign((1.0 - e) / (1.0 + e), x)
+    """tanh of `x`, written into `x`, through one exp (within an ulp of np.tanh, twice as
+    fast on this numpy; two temporaries, not seven: a frame's batch of edges is large)."""
+    e = np.abs(x)
+    e *= -2.0
+    np.exp(e, out=e)
+    ratio = np.subtract(1.0, e)
+    e += 1.0
+    ratio /= e
+    return np.copysign(ratio, x, out=x)
 
 
 @dataclass
@@ -298,7 +352,16 @@ class Sample:
         Orientation of the atomic lattice in radians.
     lattice_m
         Constant of the square atomic lattice (Ag(100)); 0 draws none.
+
+    Attributes
+    ----------
+    dtype
+        Precision of the step edges and Gaussians of a frame: float64 here (the images the
+        shipped classifier and agent were trained on, bit for bit); the families
+        (`sim.families`) use float32, which rounds heights by ~1e-16 m and is twice as fast.
     """
+
+    dtype: ClassVar[type] = np.float64
 
     size_m: float
     steps: Steps
@@ -341,19 +404,19 @@ class Sample:
             More Gaussians (xy, height, sigma), drawn in the same matrix product as the
             molecules and debris (a subclass's adatoms or adsorbates).
         """
-        out = self.steps.image(gx, gy, blur_m)
+        out = self.steps.image(gx, gy, blur_m, self.dtype)
         out += self._lattice(gx, gy, blur_m)
         box = (gx[0] - 4 * blur_m, gx[-1] + 4 * blur_m, gy[0] - 4 * blur_m, gy[-1] + 4 * blur_m)
         pixel = abs(gx[-1] - gx[0]) / max(gx.size - 1, 1)
         mxy, mh, ms = self.molecules.bumps(*box, pixel_m=pixel, blur_m=blur_m,
                                            centre_gain=centre_gain)
-        dxy, dh, ds = self.debris.bumps(*box)
+        parts = [self.debris.bumps(*box)]
+        if len(mh):
+            parts.insert(0, (mxy, adsorbate_gain * mh, ms))
         if extra_bumps is not None:
-            dxy, dh, ds = (np.concatenate([a, b]) for a, b in zip((dxy, dh, ds), extra_bumps,
-                                                                   strict=True))
-        out += gaussian_image(np.concatenate([mxy, dxy]),
-                              np.concatenate([adsorbate_gain * mh, dh]),
-                              np.concatenate([ms, ds]), gx, gy, blur_m)
+            parts.append(extra_bumps)
+        xy, height, sigma = (np.concatenate(p) for p in zip(*parts, strict=True))
+        out += gaussian_image(xy, height, sigma, gx, gy, blur_m, self.dtype)
         return out
 
     def relief_bound_m(self, x0: float, x1: float, y0: float, y1: float, *,
