@@ -62,7 +62,7 @@ def bad_tip_survey(smtp, hook):
                                         survey_ended=True))
     engine = RunEngine({}, call_returns_result=True)
     engine.subscribe(notifier)
-    stm = simulated_stm(seed=3)
+    stm = simulated_stm(seed=3, realtime=0.005)  # ~2 s, well past the 0.12 s dry spell
     result = engine(autonomous_survey(stm, max_images=15, classifier=never_good,
                                       md={"sample": "MgPc on Ag(100)"}))
     notifier.close()

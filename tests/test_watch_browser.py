@@ -21,7 +21,7 @@ from services import answers, debian_program, free_port, wait_until
 
 from deepspm_bluesky.data import open_catalog
 
-IMAGES = 40
+IMAGES = 120  # ~60 s of scanning: still running when a loaded machine's browser is up
 REALTIME = 0.03  # 64 lines of 10 nm at 80 nm/s, forth and back: 16 s a frame at realtime 1
 CLI = Path(sys.executable).parent / "deepspm-bluesky"
 
