@@ -130,7 +130,7 @@ class FeatureDensity:
     def distance(self, features: np.ndarray) -> np.ndarray:
         """Mahalanobis distance of each feature vector (n,) from the training mean."""
         centred = np.asarray(features, dtype=np.float64) - self.mean
-        return np.sqrt(np.einsum("ij,jk,ik->i", centred, self.precision, centred))
+        return np.sqrt(np.einsum("ij,ij->i", centred @ self.precision, centred))
 
     def as_tensors(self) -> dict[str, Tensor]:
         """The density as tensors, for a checkpoint read with ``weights_only=True``."""
