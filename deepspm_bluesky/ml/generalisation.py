@@ -89,7 +89,9 @@ def held_out_row(sets: dict[str, FamilySets], held_out: str,
     classifier.fit_familiarity(train.images[some], validation.images)
     reference = classifier.unfamiliarity(validation.images, normalized=True)
     thresholds = {q: float(np.quantile(reference, q)) for q in QUANTILES}
-    row = {"held_out": held_out, "steps": result.steps, "seconds": round(result.seconds, 1)}
+    row = {"held_out": held_out, "steps": result.steps, "best_step": result.best_step,
+           "seconds": round(result.seconds, 1),
+           "validation_auc": {h["step"]: round(h["validation_auc"], 4) for h in result.history}}
     groups = {"trained": _concatenate([sets[f] for f in trained], "test")}
     if held_out != ALL:
         groups["held_out"] = sets[held_out].test
@@ -227,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=TrainingSettings.batch_size)
     parser.add_argument("--architecture", default=TrainingSettings.architecture)
+    parser.add_argument("--eval-every", type=int, default=TrainingSettings.eval_every)
+    parser.add_argument("--learning-rate", type=float, default=TrainingSettings.learning_rate)
     parser.add_argument("--time-limit", type=float, default=None,
                         help="seconds of training per row at most")
     parser.add_argument("--seed", type=int, default=0)
@@ -251,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         settings = replace(TrainingSettings(), seed=args.seed, max_steps=args.steps,
                            batch_size=args.batch_size, architecture=args.architecture,
+                           eval_every=args.eval_every, learning_rate=args.learning_rate,
                            time_limit_s=args.time_limit, threads=args.threads,
                            device=args.device)
 
