@@ -4,8 +4,11 @@ For each surface family F of the simulator, a classifier is trained on every oth
 and tested on F, a stand-in for a real sample it has never seen; the same classifier's
 feature density (`ood`) should call F unfamiliar and the trained families familiar.
 
-Run ``python -m deepspm_bluesky.ml.generalisation --help`` (several processes, one family
-each, so a many-core machine runs the whole table in minutes). ``--read-out`` is the cheap
+Run ``python -m deepspm_bluesky.ml.generalisation --help``: ``--processes N`` trains N rows
+side by side (a many-core machine runs the whole table in minutes); with one process the rows
+run in turn and each is written to ``--output`` as it finishes, the simulated sets are kept
+in ``--cache`` (simulated once for every row and rerun) and each row's classifier in
+``--checkpoints``. ``--read-out`` is the cheap
 version for a CPU: the shipped classifier's features stay fixed and only a logistic
 read-out of them is fitted per held-out family, which asks whether the simulator's tip
 defects look alike on every surface rather than how well a retrained network generalises.
