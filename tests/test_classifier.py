@@ -123,3 +123,13 @@ def test_a_torch_file_of_something_else_is_refused(tmp_path):
 def test_a_missing_checkpoint_raises_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="no classifier checkpoint"):
         TipClassifier.load(tmp_path / "absent.pt")
+
+
+def test_the_lean_network_is_compact_at_half_the_width_and_loads_by_name(tmp_path, raw_images):
+    lean = TipClassifier("lean")
+    widths = [m.out_channels for m in lean.network.trunk.modules()
+              if isinstance(m, torch.nn.Conv2d)]
+    assert widths == [8, 16, 16, 32, 32, 48, 48]
+    loaded = TipClassifier.load(lean.save(tmp_path / "lean.pt"))
+    assert loaded.architecture == "lean"
+    np.testing.assert_array_equal(loaded.predict(raw_images), lean.predict(raw_images))

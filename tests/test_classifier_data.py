@@ -119,3 +119,16 @@ def test_a_split_of_a_few_labelled_images_keeps_both_labels_on_each_side(small_s
         rest, test = few.split(0.15, seed=seed)
         assert len(rest) + len(test) == 10
         assert set(test.labels) == set(rest.labels) == {0.0, 1.0}
+
+
+def test_a_saved_set_loads_back_field_by_field(small_set, tmp_path):
+    again = type(small_set).load(small_set.save(tmp_path / "set.npz"))
+    for field in ("images", "labels", "states", "subtle", "families"):
+        np.testing.assert_array_equal(getattr(again, field), getattr(small_set, field))
+
+
+def test_a_file_that_is_not_a_saved_set_is_named_in_the_error(tmp_path):
+    path = tmp_path / "other.npz"
+    np.savez(path, images=np.zeros((2, 64, 64)))
+    with pytest.raises(ValueError, match="other.npz: not a saved set"):
+        type(simulated_dataset(2, seed=0)).load(path)

@@ -4,8 +4,11 @@ For each surface family F of the simulator, a classifier is trained on every oth
 and tested on F, a stand-in for a real sample it has never seen; the same classifier's
 feature density (`ood`) should call F unfamiliar and the trained families familiar.
 
-Run ``python -m deepspm_bluesky.ml.generalisation --help`` (several processes, one family
-each, so a many-core machine runs the whole table in minutes). ``--read-out`` is the cheap
+Run ``python -m deepspm_bluesky.ml.generalisation --help``: ``--processes N`` trains N rows
+side by side (a many-core machine runs the whole table in minutes); with one process the rows
+run in turn and each is written to ``--output`` as it finishes, the simulated sets are kept
+in ``--cache`` (simulated once for every row and rerun) and each row's classifier in
+``--checkpoints``. ``--read-out`` is the cheap
 version for a CPU: the shipped classifier's features stay fixed and only a logistic
 read-out of them is fitted per held-out family, which asks whether the simulator's tip
 defects look alike on every surface rather than how well a retrained network generalises.
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +32,7 @@ from .classifier import TipClassifier
 from .data import LabelledImages, simulated_dataset
 from .evaluation import roc_auc
 from .training import TrainingSettings, train_classifier
+from .workflow import FAMILIARITY_IMAGES
 
 ALL = "(all)"
 QUANTILES = (0.95, 0.99, 0.999)  # thresholds of familiarity compared in each row
@@ -44,13 +48,22 @@ class FamilySets:
 
 
 def family_sets(family: str, *, n_train: int, n_test: int, seed: int,
-                frame_nm: tuple[float, float] | None = None) -> FamilySets:
+                frame_nm: tuple[float, float] | None = None,
+                cache: Path | None = None) -> FamilySets:
     """Simulated sets of one family (frames in its usual range unless `frame_nm` is given):
-    seeds `seed`, `seed + 1` and `seed + 1000`."""
-    def make(n: int, s: int) -> LabelledImages:
-        return simulated_dataset(n, seed=s, families=[family], frame_nm=frame_nm)
-    return FamilySets(make(n_train, seed), make(max(2, n_train // 8), seed + 1),
-                      make(n_test, seed + 1000))
+    seeds `seed`, `seed + 1` and `seed + 1000`; read from (or written to) `cache`, a
+    folder of ``.npz`` files, if given."""
+    def make(part: str, n: int, s: int) -> LabelledImages:
+        name = f"{family}-{part}-n{n}-seed{s}-frame{frame_nm}.npz".replace(" ", "")
+        if cache is not None and (cache / name).is_file():
+            return LabelledImages.load(cache / name)
+        data = simulated_dataset(n, seed=s, families=[family], frame_nm=frame_nm)
+        if cache is not None:
+            data.save(cache / name)
+        return data
+    return FamilySets(make("train", n_train, seed),
+                      make("validation", max(2, n_train // 8), seed + 1),
+                      make("test", n_test, seed + 1000))
 
 
 def _concatenate(sets: Sequence[FamilySets], part: str) -> LabelledImages:
@@ -58,8 +71,9 @@ def _concatenate(sets: Sequence[FamilySets], part: str) -> LabelledImages:
 
 
 def held_out_row(sets: dict[str, FamilySets], held_out: str,
-                 settings: TrainingSettings) -> dict:
-    """Train without `held_out` (or on every family for `ALL`) and score.
+                 settings: TrainingSettings, checkpoint: Path | None = None) -> dict:
+    """Train without `held_out` (or on every family for `ALL`) and score; the classifier,
+    with its feature density and the row in its metadata, is saved to `checkpoint`.
 
     Returns
     -------
@@ -73,10 +87,14 @@ def held_out_row(sets: dict[str, FamilySets], held_out: str,
     validation = _concatenate([sets[f] for f in trained], "validation")
     result = train_classifier(train, validation, settings, progress=False)
     classifier = result.classifier
-    classifier.fit_familiarity(train.images[:4000], validation.images)
+    rng = np.random.default_rng(settings.seed)
+    some = rng.permutation(len(train))[:FAMILIARITY_IMAGES]  # every trained family
+    classifier.fit_familiarity(train.images[some], validation.images)
     reference = classifier.unfamiliarity(validation.images, normalized=True)
     thresholds = {q: float(np.quantile(reference, q)) for q in QUANTILES}
-    row = {"held_out": held_out, "steps": result.steps, "seconds": round(result.seconds, 1)}
+    row = {"held_out": held_out, "steps": result.steps, "best_step": result.best_step,
+           "seconds": round(result.seconds, 1),
+           "validation_auc": {h["step"]: round(h["validation_auc"], 4) for h in result.history}}
     groups = {"trained": _concatenate([sets[f] for f in trained], "test")}
     if held_out != ALL:
         groups["held_out"] = sets[held_out].test
@@ -93,27 +111,51 @@ def held_out_row(sets: dict[str, FamilySets], held_out: str,
             state: roc_auc(np.r_[test.labels[good], test.labels[test.states == state]],
                            np.r_[scores[good], scores[test.states == state]])
             for state in sorted(set(test.states[~good]))}
+    if checkpoint is not None:
+        classifier.metadata.update(lofo_row=row)
+        classifier.save(checkpoint)
     return row
 
 
 def leave_one_family_out(families: Sequence[str] = FAMILIES, *, n_train: int = 2000,
                          n_test: int = 500, seed: int = 0,
                          settings: TrainingSettings | None = None,
-                         processes: int = 1) -> list[dict]:
-    """One row per held-out family, then one for training on all of them (`ALL`)."""
+                         processes: int = 1, held_out: Sequence[str] | None = None,
+                         cache: Path | None = None, checkpoints: Path | None = None,
+                         on_row: Callable[[list[dict]], None] | None = None) -> list[dict]:
+    """One row per held-out family, then one for training on all of them (`ALL`).
+
+    Parameters
+    ----------
+    families
+        The families to simulate, train on and hold out.
+    n_train, n_test, seed
+        Images per family and seeds, as for `family_sets` (`cache`: where to keep them).
+    settings
+        Training settings of every row.
+    processes
+        Rows trained side by side (1: one after another in this process).
+    held_out
+        The rows to run (families, or `ALL`); default all families, then `ALL`.
+    checkpoints
+        Folder to save each row's classifier in, as ``<held out>.pt``.
+    on_row
+        Called with the rows so far after each one (sequential runs only), e.g. to save them.
+    """
     settings = settings or TrainingSettings()
+    sets = {f: family_sets(f, n_train=n_train, n_test=n_test, seed=seed, cache=cache)
+            for f in families}
+    jobs = [(sets, f, settings, None if checkpoints is None else checkpoints / f"{f}.pt")
+            for f in (held_out or [*families, ALL])]
+    if processes == 1 or settings.device != "cpu":  # one accelerator: one training at a time
+        rows: list[dict] = []
+        for job in jobs:
+            rows.append(held_out_row(*job))
+            if on_row is not None:
+                on_row(rows)
+        return rows
     with ProcessPoolExecutor(processes) as pool:
-        made = pool.map(_family_sets_args, [(f, n_train, n_test, seed) for f in families])
-        sets = dict(zip(families, made, strict=True))
-        jobs = [(sets, f, settings) for f in [*families, ALL]]
-        if settings.device != "cpu":  # one accelerator: one training at a time
-            return [_row_args(job) for job in jobs]
         return list(pool.map(_row_args, jobs))
-
-
-def _family_sets_args(args) -> FamilySets:
-    family, n_train, n_test, seed = args
-    return family_sets(family, n_train=n_train, n_test=n_test, seed=seed)
 
 
 def _row_args(args) -> dict:
@@ -188,24 +230,48 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--train-per-family", type=int, default=2000)
     parser.add_argument("--test-per-family", type=int, default=500)
     parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=TrainingSettings.batch_size)
+    parser.add_argument("--architecture", default=TrainingSettings.architecture)
+    parser.add_argument("--eval-every", type=int, default=TrainingSettings.eval_every)
+    parser.add_argument("--learning-rate", type=float, default=TrainingSettings.learning_rate)
+    parser.add_argument("--time-limit", type=float, default=None,
+                        help="seconds of training per row at most")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="torch device of the trainings")
-    parser.add_argument("--output", type=Path, default=None, help="JSON file of the rows")
+    parser.add_argument("--held-out", action="append", default=None, choices=[*FAMILIES, ALL],
+                        help="run only this row (repeatable); default: every family, then all")
+    parser.add_argument("--cache", type=Path, default=None,
+                        help="folder to keep the simulated sets in (.npz), to simulate once")
+    parser.add_argument("--checkpoints", type=Path, default=None,
+                        help="folder to save each row's classifier in (<held out>.pt)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="JSON file of the rows, written after each row")
     parser.add_argument("--read-out", action="store_true",
                         help="only fit a logistic read-out of the shipped classifier's features")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     if args.read_out:
-        torch.set_num_threads(args.threads)
         rows = read_out_rows(FAMILIES, n_train=args.train_per_family,
                              n_test=args.test_per_family, seed=args.seed)
     else:
         settings = replace(TrainingSettings(), seed=args.seed, max_steps=args.steps,
-                           threads=args.threads, device=args.device)
+                           batch_size=args.batch_size, architecture=args.architecture,
+                           eval_every=args.eval_every, learning_rate=args.learning_rate,
+                           time_limit_s=args.time_limit, threads=args.threads,
+                           device=args.device)
+
+        def save(rows: list[dict]) -> None:
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
+            if args.output is not None:
+                args.output.write_text(json.dumps(rows, indent=1) + "\n")
+
         rows = leave_one_family_out(FAMILIES, n_train=args.train_per_family,
                                     n_test=args.test_per_family, seed=args.seed,
-                                    settings=settings, processes=args.processes)
+                                    settings=settings, processes=args.processes,
+                                    held_out=args.held_out, cache=args.cache,
+                                    checkpoints=args.checkpoints, on_row=save)
     print(table(rows))
     if args.output is not None:
         args.output.write_text(json.dumps(rows, indent=1) + "\n")

@@ -6,6 +6,7 @@ Both take a batch of normalised images, shape (n, 1, 64, 64), and return one log
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -97,8 +98,14 @@ class DeepSPMNet(nn.Module):
         return self.head(self.trunk(x)).squeeze(1)
 
 
+LEAN_CHANNELS = (8, 16, 32, 48)
+
 ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
     "compact": CompactNet,
+    # CompactNet at half the width: a quarter of the parameters (59 k), half the training
+    # step on a CPU; the same trunk shape, so the agent's Q network and the fast inference
+    # path take it as they take "compact"
+    "lean": functools.partial(CompactNet, channels=LEAN_CHANNELS),
     "deepspm": DeepSPMNet,
 }
 
