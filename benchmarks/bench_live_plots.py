@@ -27,7 +27,7 @@ from deepspm_bluesky.callbacks.survey_view import ViewSnapshot
 from deepspm_bluesky.data import open_catalog
 from deepspm_bluesky.session import survey_session
 
-from .bench_survey import IMAGES, images_per_s
+from .bench_survey import RUN_IMAGES, images_per_s
 from .timing import per_call_s
 
 ROUNDS = 2
@@ -89,7 +89,7 @@ def main() -> None:
             plot_file = next((c for c in extras if isinstance(c, SurveyPlotFile)), plot_file)
     server.shutdown()
     bare = best["without"]
-    print(f"survey, {IMAGES} images into Tiled: without plots {bare:.1f} images/s, with the "
+    print(f"survey, {RUN_IMAGES} images into Tiled: without plots {bare:.1f} images/s, with the "
           f"--plot PNG ({plot_file.writes} writes) {best['plot']:.1f} images/s -> ratio "
           f"{best['plot'] / bare:.3f} (goal {GOAL_RATIO}); with the PNG and --notify "
           f"{best['both']:.1f} images/s -> ratio {best['both'] / bare:.3f}")

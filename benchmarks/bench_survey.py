@@ -23,6 +23,7 @@ from deepspm_bluesky.session import survey_session
 IMAGES = 4000
 ROUNDS = 2  # runs of IMAGES // ROUNDS images: opening and closing one takes Tiled 0.7-1.3 s
 # (loaded), which a days-long survey pays once
+RUN_IMAGES = IMAGES // ROUNDS
 GOAL_IMAGES_PER_S = 100.0
 
 
@@ -49,6 +50,16 @@ class Setup:
                 f"({self.cpu_s / self.images * 1e3:.1f} ms CPU an image)")
 
 
+def images_per_s(engine: RunEngine, images: int = RUN_IMAGES) -> float:
+    """Images/s of one simulated survey in `engine` (shipped classifier, a state directory),
+    after a short one that loads everything."""
+    stm, state = simulated_stm(seed=0), tempfile.mkdtemp()
+    engine(autonomous_survey(stm, max_images=20, state_dir=state))
+    started = time.perf_counter()
+    engine(autonomous_survey(stm, max_images=images, state_dir=state))
+    return images / (time.perf_counter() - started)
+
+
 def main() -> None:
     session = survey_session(open_catalog(tempfile.mkdtemp()), progress=False)
     bare = Setup(RunEngine({}, call_returns_result=True), simulated_stm(seed=0),
@@ -58,7 +69,7 @@ def main() -> None:
         setup.engine(autonomous_survey(setup.stm, max_images=20, state_dir=setup.state))
     for _ in range(ROUNDS):
         for setup in (bare, stored):
-            setup.survey(IMAGES // ROUNDS)
+            setup.survey(RUN_IMAGES)
     session.writer.close()
     ratio = (stored.images / stored.wall_s) / (bare.images / bare.wall_s)
     floor = stored.images / stored.wall_s / GOAL_IMAGES_PER_S
