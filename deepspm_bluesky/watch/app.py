@@ -10,10 +10,6 @@ CDN); it polls ``/api/status`` and fetches the rest when the survey changed. The
 - ``GET /api/runs/{uid}/images?offset=&limit=``: a run's verdicts, newest first;
 - ``GET /api/runs/{uid}/images/{index}.png``: one image, levelled;
 - ``POST /api/runs/{uid}/images/{index}/review`` with ``{"review": "wrong"|"right"}``.
-
-What every viewer asks each second (status, snapshot, the latest image) is answered on the
-event loop from what the reader holds, without a thread hop; what reads Tiled runs in the
-thread pool.
 """
 
 from __future__ import annotations
@@ -25,7 +21,6 @@ import orjson
 from fastapi import Body, FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
 
 from .corrections import REVIEWS
 from .reading import CatalogReader
@@ -66,17 +61,13 @@ def create_app(client, *, title: str = "", refresh_s: float = 1.0) -> FastAPI:
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    async def snapshot() -> dict:
-        """The reader's snapshot; only the first, read from Tiled, is awaited off the loop."""
-        return reader.survey() if reader.ready else await run_in_threadpool(reader.survey)
-
     @app.get("/api/status")
-    async def status() -> JSON:
-        return JSON({**(await snapshot())["status"], "catalog": title})
+    def status() -> JSON:
+        return JSON({**reader.status(), "catalog": title})
 
     @app.get("/api/survey")
-    async def survey() -> JSON:
-        return JSON({**(await snapshot()), "catalog": title, "server_time": time.time()})
+    def survey() -> JSON:
+        return JSON({**reader.survey(), "catalog": title, "server_time": time.time()})
 
     @app.get("/api/runs")
     def runs(limit: int = Query(20, ge=1, le=200)) -> JSON:
@@ -91,10 +82,9 @@ def create_app(client, *, title: str = "", refresh_s: float = 1.0) -> FastAPI:
             raise HTTPException(404, str(error.args[0])) from None
 
     @app.get("/api/runs/{uid}/images/{index}.png")
-    async def image(uid: str, index: int) -> Response:
+    def image(uid: str, index: int) -> Response:
         try:
-            data = reader.cached_png(uid, index) or await run_in_threadpool(reader.png, uid,
-                                                                            index)
+            data = reader.png(uid, index)
         except (KeyError, IndexError) as error:
             raise HTTPException(404, str(error.args[0])) from None
         return Response(data, media_type="image/png",
@@ -117,16 +107,8 @@ def create_app(client, *, title: str = "", refresh_s: float = 1.0) -> FastAPI:
 
 def serve_watch(client, *, host: str = "127.0.0.1", port: int = 8080, title: str = "",
                 refresh_s: float = 1.0) -> None:
-    """Serve the watch page (blocks until Ctrl-C).
-
-    The page's process allocates Arrow memory (the tables read from Tiled) with the system
-    allocator: Arrow's default, mimalloc, kept what each larger read of a growing survey's
-    table had used (the process grew 54 MB over a 3 000-image survey, 20 MB with this).
-    """
-    import pyarrow
+    """Serve the watch page (blocks until Ctrl-C)."""
     import uvicorn
-
-    pyarrow.set_memory_pool(pyarrow.system_memory_pool())
 
     uvicorn.run(create_app(client, title=title, refresh_s=refresh_s), host=host, port=port,
                 log_level="warning")
