@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import faulthandler
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 from enum import StrEnum
@@ -99,7 +97,6 @@ def _run_survey(session, *, images: int, mode: str, navigation_file: Path | None
         session.close()
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
-    _stacks_on_sigusr1()
     try:
         result = run_plan(session.engine, plan)
     except Exception as error:  # the run is closed (exit_status "fail", this reason)
@@ -117,14 +114,6 @@ def _run_survey(session, *, images: int, mode: str, navigation_file: Path | None
         typer.echo(f"survey ended {result.exit_status}: {result.reason}", err=True)
         raise typer.Exit(2)
     return location
-
-
-def _stacks_on_sigusr1() -> None:
-    """``kill -USR1 PID`` prints every thread's stack to stderr: where is a survey stuck?"""
-    try:
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
-    except (AttributeError, ValueError):  # stderr is no file (a test runner's): no dumps
-        pass
 
 
 def _count(stop: dict) -> str:

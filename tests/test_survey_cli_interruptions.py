@@ -57,9 +57,7 @@ class Survey:
     def finish(self) -> int:
         try:
             code = self.process.wait(timeout=180)
-        except subprocess.TimeoutExpired:  # show where it stuck: its output, then its stacks
-            self.process.send_signal(signal.SIGUSR1)
-            time.sleep(2)
+        except subprocess.TimeoutExpired:  # show how far it got
             self.process.kill()
             pytest.fail(f"the survey did not end; output:\n{self.output}")
         time.sleep(0.1)  # the collecting thread reads the last bytes
@@ -136,11 +134,3 @@ def test_a_killed_survey_is_closed_whole_on_restart_and_its_ground_not_rescanned
     new_places = set(zip(places["stm_scanner_x_nm"], places["stm_scanner_y_nm"], strict=True))
     assert len(new_places) == 10 and not new_places & old_places
 
-
-def test_sigusr1_prints_every_threads_stack_and_the_survey_goes_on(tmp_path):
-    survey = Survey(tmp_path, 60, "--realtime", "0.005")
-    survey.wait_for(lambda: survey.journaled_images() >= 3, "images journaled")
-    survey.process.send_signal(signal.SIGUSR1)
-    assert survey.finish() == 0, survey.output
-    assert "Thread 0x" in survey.output and "bluesky" in survey.output, survey.output
-    assert "took the 60 images asked for" in survey.output
