@@ -133,4 +133,3 @@ def test_a_killed_survey_is_closed_whole_on_restart_and_its_ground_not_rescanned
     places = new["primary"].base["internal"].read(["stm_scanner_x_nm", "stm_scanner_y_nm"])
     new_places = set(zip(places["stm_scanner_x_nm"], places["stm_scanner_y_nm"], strict=True))
     assert len(new_places) == 10 and not new_places & old_places
-

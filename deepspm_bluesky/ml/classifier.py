@@ -243,14 +243,12 @@ class TipClassifier:
     def _folded_trunk(self) -> nn.Module:
         """The folded trunk of the current weights; the trunk's tensors are listed once per
         trunk, since walking its modules for them took a sixth of judging an image."""
-        trunk = self.network.trunk
-        if self._fast_trunk is None or self._fast_trunk.trunk is not trunk:
-            tensors = (*trunk.parameters(), *trunk.buffers())
-            self._fast_trunk = _FoldedTrunk(trunk, tensors, (), trunk)
-        versions = tuple(t._version for t in self._fast_trunk.tensors)
-        if versions != self._fast_trunk.versions:
-            self._fast_trunk = self._fast_trunk._replace(versions=versions,
-                                                         folded=inference_trunk(trunk))
+        trunk, cached = self.network.trunk, self._fast_trunk
+        same_trunk = cached is not None and cached.trunk is trunk
+        tensors = cached.tensors if same_trunk else (*trunk.parameters(), *trunk.buffers())
+        versions = tuple(t._version for t in tensors)
+        if not same_trunk or versions != cached.versions:
+            self._fast_trunk = _FoldedTrunk(trunk, tensors, versions, inference_trunk(trunk))
         return self._fast_trunk.folded
 
     def familiar_frame(self, image: np.ndarray, *, pixel_nm: float) -> bool:
