@@ -132,7 +132,9 @@ def connect_catalog(location: str | os.PathLike | None = None, *, api_key: str |
     where = str(location) if location is not None else default_catalog()
     try:
         client = open_catalog(where, api_key=api_key)
-        len(client)  # a served Tiled checks the key only when asked for data
+        # a served Tiled checks the key only when asked for data; not by len(client), which
+        # the client caches for a second: len(catalog) right after a short survey said 0
+        largest_scan_id(client)
         return client
     except httpx.HTTPStatusError as error:
         status = error.response.status_code
