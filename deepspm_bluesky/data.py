@@ -6,10 +6,12 @@ import dataclasses
 import logging
 import os
 import re
+import sqlite3
 import threading
 import time
 import warnings
 from collections import deque
+from contextlib import closing
 from pathlib import Path
 
 import platformdirs
@@ -78,12 +80,42 @@ def catalog_adapter(directory: str | os.PathLike, *, database: str | None = None
     tables = f"sqlite:///{directory / 'tables.db'}"
     if not os.access(directory, os.W_OK):  # a read-only mount or archive: read, never init
         register_storage(ReadOnlySQLiteStorage(ensure_uri(tables)))
-        return catalog_from_uri(f"sqlite:///{directory / 'catalog.db'}", specs=ROOT_SPECS,
-                                readable_storage=[str(directory / "data")])
+        return catalog_from_uri(f"sqlite:///{read_only_uri(directory / 'catalog.db')}&uri=true",
+                                specs=ROOT_SPECS, readable_storage=[str(directory / "data")])
     # initialising (a `tiled catalog init` subprocess, ~3 s, run whether or not the catalog
     # exists) is only for a new catalog
-    return catalog_from_uri(f"sqlite:///{directory / 'catalog.db'}", init_if_not_exists=new,
-                            specs=ROOT_SPECS, writable_storage=[str(directory / "data"), tables])
+    adapter = catalog_from_uri(f"sqlite:///{directory / 'catalog.db'}", init_if_not_exists=new,
+                               specs=ROOT_SPECS,
+                               writable_storage=[str(directory / "data"), tables])
+    for database in ("catalog.db", "tables.db"):
+        write_ahead_log(directory / database)
+    return adapter
+
+
+def write_ahead_log(database: Path) -> None:
+    """Put a SQLite database (created if missing) in WAL mode, which it keeps.
+
+    In SQLite's default rollback mode a reader and the writer lock each other out: while a
+    survey wrote, the watch page's table reads failed with "database is locked". With WAL,
+    readers see the last commit and never block the writer. A database another process is
+    using stays as it is (the switch needs it alone).
+    """
+    try:
+        with closing(sqlite3.connect(database, timeout=1.0)) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as error:
+        logging.getLogger(__name__).info("%s stays in its journal mode: %s", database, error)
+
+
+def read_only_uri(database: Path) -> str:
+    """SQLite's URI to read `database` in a folder that cannot be written.
+
+    A WAL database closed cleanly is opened immutable: otherwise SQLite would have to create
+    its shared-memory file beside it. One left with its log (its writer was killed) is read
+    through the log, which SQLite can do read-only while the shared-memory file is there.
+    """
+    log = database.with_name(database.name + "-wal")
+    return f"file:{database}?mode=ro" + ("" if log.is_file() else "&immutable=1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +129,7 @@ class ReadOnlySQLiteStorage(EmbeddedSQLStorage):
     def create_adbc_connection(self):
         import adbc_driver_sqlite.dbapi
 
-        return adbc_driver_sqlite.dbapi.connect(f"file:{path_from_uri(self.uri)}?mode=ro")
+        return adbc_driver_sqlite.dbapi.connect(read_only_uri(Path(path_from_uri(self.uri))))
 
 
 def _postgresql_adapter(directory: Path, database: str):

@@ -1,21 +1,17 @@
 """`export` and `serve` as a user meets them in a shell: a mistyped catalog, an unknown run,
-a read-only catalog, a bad database URI. Each case is a real `deepspm-bluesky` process; they
-run side by side to share the ~15 s of imports."""
+a read-only catalog (closed cleanly, or left by a killed survey), a bad database URI. Each
+case is a real `deepspm-bluesky` process; they run side by side to share the imports."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-from deepspm_bluesky.data import open_catalog
-from deepspm_bluesky.devices import simulated_stm
-from deepspm_bluesky.plans import autonomous_survey
-from deepspm_bluesky.session import survey_session
 
 CLI = str(Path(sys.executable).parent / "deepspm-bluesky")
 
@@ -42,17 +38,39 @@ def read_only(directory: Path) -> list[str]:
     return ["umount", str(directory)]
 
 
+# A survey of N images into a catalog, in a process that then exits, or is killed (kill -9)
+# with its catalog open: then SQLite's write-ahead logs stay beside the databases, holding
+# what was written since the last checkpoint.
+SURVEY_THEN_END = """
+import os, signal, sys
+from deepspm_bluesky.data import open_catalog
+from deepspm_bluesky.devices import simulated_stm
+from deepspm_bluesky.plans import autonomous_survey
+from deepspm_bluesky.session import survey_session
+session = survey_session(open_catalog(sys.argv[1]), progress=False)
+session.engine(autonomous_survey(simulated_stm(seed=3), max_images=int(sys.argv[2]),
+                                 classifier=lambda image: 0.95))
+session.writer.close()
+if sys.argv[3] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def survey_then(end: str, catalog: Path, images: int) -> None:
+    """Survey `images` images into `catalog` in a process that ends by `end` (exit, kill)."""
+    survey = subprocess.run([sys.executable, "-c", SURVEY_THEN_END, str(catalog), str(images),
+                             end], capture_output=True, text=True)
+    assert survey.returncode == (-signal.SIGKILL if end == "kill" else 0), survey.stderr
+
+
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory):
     """{case: (stderr, stdout, exit status)} of every command, run at the same time."""
     root = tmp_path_factory.mktemp("cli")
-    catalog = root / "archive"
-    session = survey_session(open_catalog(catalog), progress=False)
-    stm = simulated_stm(seed=3)
-    session.engine(autonomous_survey(stm, max_images=2, classifier=lambda image: 0.95))
-    session.writer.close()
-    stm.destroy()
-    undo = read_only(catalog)
+    catalog, killed = root / "archives" / "archive", root / "archives" / "killed"
+    survey_then("exit", catalog, 2)
+    survey_then("kill", killed, 3)
+    undo = read_only(root / "archives")
     commands = {
         "missing catalog": ["export", "latest", "--catalog", str(root / "mistyped"),
                             "--out", str(root / "out1")],
@@ -60,6 +78,8 @@ def outcomes(tmp_path_factory):
                         "--out", str(root / "out2")],
         "read-only catalog": ["export", "latest", "--catalog", str(catalog), "--format", "gwy",
                               "--out", str(root / "out3")],
+        "killed catalog": ["export", "latest", "--catalog", str(killed), "--format", "gwy",
+                           "--out", str(root / "out4")],
         "not postgresql": ["serve", "--database", "mysql://user:hunter2@127.0.0.1/db",
                            "--catalog", str(root / "served")],
         "no postgresql there": ["serve", "--database",
@@ -73,7 +93,8 @@ def outcomes(tmp_path_factory):
                    for case, args in commands.items()}
         results = {case: (*reversed(process.communicate(timeout=300)), process.returncode)
                    for case, process in running.items()}
-        results["catalog unchanged"] = sorted(p.name for p in catalog.iterdir())
+        for name, folder in (("catalog", catalog), ("killed", killed)):
+            results[f"{name} unchanged"] = sorted(p.name for p in folder.iterdir())
     finally:
         subprocess.run(undo, check=True)
     results["root"] = root
@@ -107,3 +128,13 @@ def test_a_read_only_catalog_is_read_and_exported_unchanged(outcomes):
     (written,) = (outcomes["root"] / "out3").glob("*.gwy")
     assert f"wrote {written} (2 images)" in out
     assert outcomes["catalog unchanged"] == ["catalog.db", "data", "tables.db"]
+
+
+def test_a_read_only_catalog_whose_survey_was_killed_is_read_through_its_logs(outcomes):
+    err, out, status = outcomes["killed catalog"]
+    assert status == 0, err
+    (written,) = (outcomes["root"] / "out4").glob("*.gwy")
+    assert f"wrote {written} (3 images)" in out
+    assert outcomes["killed unchanged"] == ["catalog.db", "catalog.db-shm", "catalog.db-wal",
+                                            "data", "tables.db", "tables.db-shm",
+                                            "tables.db-wal"]
