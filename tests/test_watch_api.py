@@ -22,7 +22,7 @@ from deepspm_bluesky.cli import app as cli
 from deepspm_bluesky.data import catalog_adapter, open_catalog, tiled_writer
 from deepspm_bluesky.devices import simulated_stm
 from deepspm_bluesky.plans import autonomous_survey
-from deepspm_bluesky.watch import create_app, image_png
+from deepspm_bluesky.watch import CatalogReader, create_app, image_png
 
 IMAGES = 30
 KEY = "watchTestKey7"
@@ -52,6 +52,37 @@ def table(catalog):
 def page(catalog):
     """The app over the module's catalog (opening a catalog costs seconds: once per module)."""
     return TestClient(create_app(open_catalog(catalog), title=str(catalog), refresh_s=0.0))
+
+
+def test_the_reader_follows_a_run_as_it_grows_through_nodes_looked_up_once(tmp_path):
+    """A writer of one event at a time; the reader looks between events (refresh_s 0)."""
+    engine = RunEngine({}, call_returns_result=False)
+    writer = tiled_writer(open_catalog(tmp_path / "catalog"), batch_size=1)
+    reader = CatalogReader(open_catalog(tmp_path / "catalog"), refresh_s=0.0)
+    primary, seen = {}, []
+
+    def look(name, doc):
+        if name == "descriptor" and doc["name"] == "primary":
+            primary["uid"] = doc["uid"]
+        if name == "event" and doc["descriptor"] == primary.get("uid"):
+            deadline = time.monotonic() + 30
+            while reader.survey()["status"]["images"] < doc["seq_num"] \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
+            survey = reader.survey()
+            seen.append((survey["status"]["images"], len(survey["chart"]["points"]),
+                         survey["latest"]["index"]))
+
+    engine.subscribe(writer)
+    engine.subscribe(look)
+    stm = simulated_stm(seed=0)
+    engine(autonomous_survey(stm, max_images=8))
+    writer.close()
+    stm.destroy()
+    assert seen == [(n, n, n - 1) for n in range(1, 9)]
+    uid = reader.survey()["status"]["uid"]
+    assert len(reader._runs) == 1 and reader._runs[uid].uid == uid  # looked up once
+    assert reader.png(uid, 7) is reader.png(uid, 7)  # the latest, rendered by the look
 
 
 def test_status_reports_the_newest_survey_as_stored(page, table):
