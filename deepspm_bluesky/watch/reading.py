@@ -118,8 +118,9 @@ class CatalogReader:
             metadata, nodes.read("primary", PRIMARY_COLUMNS)[:n],
             nodes.read("actions", ACTION_COLUMNS), nodes.read("outages", OUTAGE_COLUMNS),
             frame_nm=nodes.frame_nm(), radius_nm=self._radius_nm)
-        if n:  # rendered before any viewer hears of it
-            self._keep(self._pngs, (nodes.uid, n - 1), image_png(images[n - 1]), PNG_CACHE)
+        latest = snapshot["status"]["images"] - 1  # the table may lag the image stack
+        if latest >= 0:  # rendered before any viewer hears of it
+            self._keep(self._pngs, (nodes.uid, latest), image_png(images[latest]), PNG_CACHE)
         self._snapshot, self._key = snapshot, key
 
     # -- any run ----------------------------------------------------------------------------
