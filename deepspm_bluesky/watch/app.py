@@ -10,6 +10,10 @@ CDN); it polls ``/api/status`` and fetches the rest when the survey changed. The
 - ``GET /api/runs/{uid}/images?offset=&limit=``: a run's verdicts, newest first;
 - ``GET /api/runs/{uid}/images/{index}.png``: one image, levelled;
 - ``POST /api/runs/{uid}/images/{index}/review`` with ``{"review": "wrong"|"right"}``.
+
+What every viewer asks each second (status, snapshot, the latest image) is answered on the
+event loop from what the reader holds, without a thread hop; what reads Tiled runs in the
+thread pool.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import orjson
 from fastapi import Body, FastAPI, HTTPException, Query
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from .corrections import REVIEWS
 from .reading import CatalogReader
@@ -61,13 +66,17 @@ def create_app(client, *, title: str = "", refresh_s: float = 1.0) -> FastAPI:
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
+    async def snapshot() -> dict:
+        """The reader's snapshot; only the first, read from Tiled, is awaited off the loop."""
+        return reader.survey() if reader.ready else await run_in_threadpool(reader.survey)
+
     @app.get("/api/status")
-    def status() -> JSON:
-        return JSON({**reader.status(), "catalog": title})
+    async def status() -> JSON:
+        return JSON({**(await snapshot())["status"], "catalog": title})
 
     @app.get("/api/survey")
-    def survey() -> JSON:
-        return JSON({**reader.survey(), "catalog": title, "server_time": time.time()})
+    async def survey() -> JSON:
+        return JSON({**(await snapshot()), "catalog": title, "server_time": time.time()})
 
     @app.get("/api/runs")
     def runs(limit: int = Query(20, ge=1, le=200)) -> JSON:
@@ -82,9 +91,10 @@ def create_app(client, *, title: str = "", refresh_s: float = 1.0) -> FastAPI:
             raise HTTPException(404, str(error.args[0])) from None
 
     @app.get("/api/runs/{uid}/images/{index}.png")
-    def image(uid: str, index: int) -> Response:
+    async def image(uid: str, index: int) -> Response:
         try:
-            data = reader.png(uid, index)
+            data = reader.cached_png(uid, index) or await run_in_threadpool(reader.png, uid,
+                                                                            index)
         except (KeyError, IndexError) as error:
             raise HTTPException(404, str(error.args[0])) from None
         return Response(data, media_type="image/png",

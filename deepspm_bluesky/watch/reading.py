@@ -15,7 +15,6 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
 
 import pandas as pd
 from tiled.client.container import Container
@@ -47,21 +46,18 @@ class CatalogReader:
     client
         A Tiled client of a catalog of Bluesky runs (`deepspm_bluesky.data.open_catalog`).
     refresh_s
-        Look for new data at most this often.
-    clock
-        Wall-clock time in seconds (injectable for tests).
+        Look for new data at most this often (and only while someone asks).
     """
 
-    def __init__(self, client, *, refresh_s: float = 1.0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, client, *, refresh_s: float = 1.0) -> None:
         self.client = client
         self.refresh_s = float(refresh_s)
-        self.clock = clock
         self._tiled = threading.RLock()  # one Tiled request at a time (in-process transport)
-        self._state = threading.Lock()  # the caches and the look in flight; held briefly
+        self._state = threading.Lock()  # the caches and the looking thread; held briefly
+        self._wanted = threading.Event()  # a viewer found the snapshot stale
         self._looked = threading.Event()  # set once the first look ended
-        self._looking = False
-        self._checked = -math.inf
+        self._looker: threading.Thread | None = None
+        self._checked = -math.inf  # when the last look ended (inf during a look)
         self._key: tuple | None = None
         self._snapshot: dict = empty_snapshot()
         self._runs: OrderedDict[str, RunNodes] = OrderedDict()
@@ -70,17 +66,21 @@ class CatalogReader:
         self._radius_nm = {action.name: action.forbid_radius_nm for action in load_actions()}
 
     # -- the newest survey ----------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """Whether a first look has ended: `survey` returns at once from then on."""
+        return self._looked.is_set()
+
     def survey(self) -> dict:
         """The newest run's snapshot (`build_snapshot`), about `refresh_s` old at most.
 
-        Never waits for Tiled but the first time: a stale snapshot starts a look in the
-        background, and this call returns the current one.
+        Never waits for Tiled but before the first look: a stale snapshot wakes the looking
+        thread, and this call returns the current one.
         """
-        with self._state:
-            start = not self._looking and time.monotonic() - self._checked >= self.refresh_s
-            self._looking |= start
-        if start:
-            threading.Thread(target=self._look, name="watch-look", daemon=True).start()
+        if time.monotonic() - self._checked >= self.refresh_s:
+            self._wanted.set()
+            if self._looker is None:
+                self._start_looking()
         self._looked.wait()
         return self._snapshot
 
@@ -88,16 +88,25 @@ class CatalogReader:
         """The newest survey's state for other dashboards (`/api/status`)."""
         return self.survey()["status"]
 
-    def _look(self) -> None:
-        """One look at the catalog; the last snapshot stays if Tiled is unreachable."""
-        try:
-            with self._tiled:
-                self._refresh()
-        except Exception:
-            logging.getLogger(__name__).exception("reading the catalog failed")
-        finally:
-            with self._state:
-                self._checked, self._looking = time.monotonic(), False
+    def _start_looking(self) -> None:
+        with self._state:
+            if self._looker is None:
+                self._looker = threading.Thread(target=self._look_when_wanted,
+                                                name="watch-look", daemon=True)
+                self._looker.start()
+
+    def _look_when_wanted(self) -> None:
+        """The looking thread: one look each time a viewer found the snapshot stale."""
+        while True:
+            self._wanted.wait()
+            self._checked = math.inf  # viewers meanwhile do not ask again
+            self._wanted.clear()
+            try:
+                with self._tiled:
+                    self._refresh()
+            except Exception:  # Tiled unreachable for a moment: the last snapshot stays
+                logging.getLogger(__name__).exception("reading the catalog failed")
+            self._checked = time.monotonic()
             self._looked.set()
 
     def _refresh(self) -> None:
@@ -147,13 +156,19 @@ class CatalogReader:
         return {"uid": uid, "images": n,
                 "items": [image_item(table, index, corrections) for index in indices]}
 
-    def png(self, uid: str, index: int) -> bytes:
-        """Image `index` of run `uid`, levelled and rendered (cached; rendered unlocked)."""
+    def cached_png(self, uid: str, index: int) -> bytes | None:
+        """Image `index` of run `uid` if rendered already (the latest always is), else None."""
         key = (uid, index)
         with self._state:
             if key in self._pngs:
                 self._pngs.move_to_end(key)
-                return self._pngs[key]
+            return self._pngs.get(key)
+
+    def png(self, uid: str, index: int) -> bytes:
+        """Image `index` of run `uid`, levelled and rendered (cached; rendered unlocked)."""
+        cached = self.cached_png(uid, index)
+        if cached is not None:
+            return cached
         with self._tiled:
             images = self._nodes(uid).images()
             n = 0 if images is None else int(images.shape[0])
@@ -161,7 +176,7 @@ class CatalogReader:
                 raise IndexError(f"run {uid[:8]} has {n} images; no image {index}")
             raw = images[index]
         data = image_png(raw)
-        self._keep(self._pngs, key, data, PNG_CACHE)
+        self._keep(self._pngs, (uid, index), data, PNG_CACHE)
         return data
 
     def review(self, uid: str, index: int, review: str) -> dict:
