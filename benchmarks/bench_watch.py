@@ -4,7 +4,11 @@ resident memory after a 1 000-image and a 10 000-image survey (it must not grow 
 Real processes on loopback: `deepspm-bluesky watch` over a catalog folder, `deepspm-bluesky
 survey` (simulator, shipped classifier) writing into it, and 20 viewer threads here, each
 refreshing once a second as the page does when a survey changed: ``/api/status``, then
-``/api/survey`` and the latest image's PNG.
+``/api/survey`` and the latest image's PNG. Printed: latency percentiles and goal / p95 after
+the short survey, while the long one is written and after it; failed refreshes; how long
+the page took to show each survey ended; the page's resident memory after each and their
+ratio. `DEEPSPM_WATCH_IMAGES` sets the long survey's length (10 000: about 5 minutes in all
+on 2 shared cores).
 """
 
 from __future__ import annotations

@@ -97,17 +97,33 @@ class CatalogReader:
 
     def _look_when_wanted(self) -> None:
         """The looking thread: one look each time a viewer found the snapshot stale."""
+        failing = False
         while True:
             self._wanted.wait()
             self._checked = math.inf  # viewers meanwhile do not ask again
             self._wanted.clear()
-            try:
-                with self._tiled:
-                    self._refresh()
-            except Exception:  # Tiled unreachable for a moment: the last snapshot stays
-                logging.getLogger(__name__).exception("reading the catalog failed")
+            failing = self._look(failing)
             self._checked = time.monotonic()
             self._looked.set()
+
+    def _look(self, failing: bool) -> bool:
+        """One look at the catalog; whether it failed (the last snapshot then stays).
+
+        The first failure is logged with its traceback, the next ones in one line each
+        until a look succeeds (an unreachable Tiled is not a traceback a second).
+        """
+        try:
+            with self._tiled:
+                self._refresh()
+            return False
+        except Exception as error:
+            log = logging.getLogger(__name__)
+            if failing:
+                log.warning("reading the catalog failed again: %s: %s", type(error).__name__,
+                            error)
+            else:
+                log.exception("reading the catalog failed")
+            return True
 
     def _refresh(self) -> None:
         """Read the newest run again if its images, end or reviews changed (Tiled locked)."""
