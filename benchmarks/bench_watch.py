@@ -132,9 +132,12 @@ def caught_up(port: int, images: int) -> float:
 def survey(directory: Path, images: int, seed: int) -> float:
     """Run a simulated survey into the catalog; its wall time in seconds."""
     started = time.perf_counter()
-    subprocess.run([str(CLI), "survey", "--images", str(images), "--seed", str(seed),
-                    "--catalog", str(directory)], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    done = subprocess.run([str(CLI), "survey", "--images", str(images), "--seed", str(seed),
+                           "--catalog", str(directory)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    if done.returncode:
+        raise RuntimeError(f"the survey of {images} images exited {done.returncode}: "
+                           f"{done.stderr[-3000:]}")
     return time.perf_counter() - started
 
 

@@ -1,11 +1,12 @@
 """What the watch page shows, read from Tiled by one reader shared by all viewers.
 
 Viewers never wait for Tiled: a request that finds the newest survey's snapshot older than
-`refresh_s` starts one look in the background and is answered with the current snapshot
-(only the very first request, with nothing to show yet, waits). A look costs two requests
-(the newest run, its image count); the run's tables are read again only when those changed,
-through nodes looked up once per run, and the latest image is rendered then, before any
-viewer asks for it. Only a few scalar columns are read, never the image stack.
+`refresh_s` wakes the reader's one looking thread and is answered with the current snapshot
+(only the very first request, with nothing to show yet, waits); no one watching, no look.
+A look costs two requests (the newest run, its image count); the run's tables are read
+again only when those changed, through nodes looked up once per run, and the latest image
+is rendered then, before any viewer asks for it. Only a few scalar columns are read, never
+the image stack.
 """
 
 from __future__ import annotations
@@ -134,8 +135,7 @@ class CatalogReader:
             return
         metadata = run.metadata
         nodes = self._nodes(metadata["start"]["uid"], run)
-        images = nodes.images()
-        n = 0 if images is None else int(images.shape[0])
+        images, n = nodes.images()
         key = (nodes.uid, n, "stop" in metadata, len(corrections_of(metadata)))
         if key == self._key:
             return
@@ -163,8 +163,7 @@ class CatalogReader:
         """
         with self._tiled:
             nodes = self._nodes(uid, run_node(self.client, uid))  # its reviews as they are now
-            images = nodes.images()
-            n = 0 if images is None else int(images.shape[0])
+            n = nodes.images()[1]
             table = self._judgements(nodes, n)
             corrections = corrections_of(nodes.run.metadata)
         stop = max(n - offset, 0)
@@ -186,8 +185,7 @@ class CatalogReader:
         if cached is not None:
             return cached
         with self._tiled:
-            images = self._nodes(uid).images()
-            n = 0 if images is None else int(images.shape[0])
+            images, n = self._nodes(uid).images()
             if not 0 <= index < n:
                 raise IndexError(f"run {uid[:8]} has {n} images; no image {index}")
             raw = images[index]
@@ -249,14 +247,16 @@ class RunNodes:
         self._frame_nm: float | None = None
         self._frame_looked = False
 
-    def images(self):
-        """The run's image stack as it is now (one request), or None before the first."""
+    def images(self) -> tuple[object | None, int]:
+        """The run's image stack as it is now and its length (one request); (None, 0)
+        before the first image."""
         try:
             if self._image_key is None:
                 self._image_key = image_key(node_at(self.client, self.uid, "primary"))
-            return node_at(self.client, self.uid, "primary", self._image_key)
+            stack = node_at(self.client, self.uid, "primary", self._image_key)
         except KeyError:  # no primary stream or no image yet
-            return None
+            return None, 0
+        return stack, int(stack.shape[0])
 
     def read(self, stream: str, names: tuple[str, ...]) -> pd.DataFrame:
         """The named columns of a stream's table (device ones without the prefix); an empty
