@@ -51,7 +51,9 @@ def table(catalog):
 @pytest.fixture(scope="module")
 def page(catalog):
     """The app over the module's catalog (opening a catalog costs seconds: once per module)."""
-    return TestClient(create_app(open_catalog(catalog), title=str(catalog), refresh_s=0.0))
+    with TestClient(create_app(open_catalog(catalog), title=str(catalog),
+                               refresh_s=0.0)) as client:
+        yield client
 
 
 def test_the_reader_follows_a_run_as_it_grows_through_nodes_looked_up_once(tmp_path):
@@ -76,13 +78,17 @@ def test_the_reader_follows_a_run_as_it_grows_through_nodes_looked_up_once(tmp_p
     engine.subscribe(writer)
     engine.subscribe(look)
     stm = simulated_stm(seed=0)
-    engine(autonomous_survey(stm, max_images=8))
-    writer.close()
-    stm.destroy()
-    assert seen == [(n, n, n - 1) for n in range(1, 9)]
-    uid = reader.survey()["status"]["uid"]
-    assert len(reader._runs) == 1 and reader._runs[uid].uid == uid  # looked up once
-    assert reader.png(uid, 7) is reader.png(uid, 7)  # the latest, rendered by the look
+    try:
+        engine(autonomous_survey(stm, max_images=8))
+        writer.close()
+        uid = reader.survey()["status"]["uid"]
+        assert seen == [(n, n, n - 1) for n in range(1, 9)]
+        assert len(reader._runs) == 1 and reader._runs[uid].uid == uid  # looked up once
+        assert reader.png(uid, 7) is reader.png(uid, 7)  # the latest, rendered by the look
+    finally:
+        reader.close()
+        stm.destroy()
+    assert not reader._looker.is_alive()  # closed: it never calls a closed client
 
 
 def test_status_reports_the_newest_survey_as_stored(page, table):
@@ -158,12 +164,12 @@ def test_with_a_served_tiled_the_page_stores_reviews_and_never_shows_the_key(cat
         time.sleep(0.05)
     try:
         uri = f"http://127.0.0.1:{port}"
-        page = TestClient(create_app(open_catalog(uri, api_key=KEY), title=uri))
         index = int(np.flatnonzero(rows["verdict"] == "bad")[-1])
-        assert page.post(f"/api/runs/{uid}/images/{index}/review",
-                         json={"review": "right"}).status_code == 200
-        shown = [page.get(path).text for path in
-                 ("/", "/static/watch.js", "/api/status", "/api/survey", "/api/runs")]
+        with TestClient(create_app(open_catalog(uri, api_key=KEY), title=uri)) as page:
+            assert page.post(f"/api/runs/{uid}/images/{index}/review",
+                             json={"review": "right"}).status_code == 200
+            shown = [page.get(path).text for path in
+                     ("/", "/static/watch.js", "/api/status", "/api/survey", "/api/runs")]
     finally:
         server.should_exit = True
         thread.join(10)
@@ -179,11 +185,11 @@ def test_train_classifier_fine_tunes_on_the_reviewed_images_of_a_catalog(catalog
     command = ["train-classifier", "--output", str(output), "--steps", "2", "--threads", "1"]
     too_few = CliRunner().invoke(cli, [*command, "--from-catalog", str(tmp_path / "empty")])
     assert too_few.exit_code == 2 and "at least 4 reviewed images" in too_few.output
-    page = TestClient(create_app(open_catalog(catalog)))
     good = np.flatnonzero(rows["verdict"] == "good")[-10:]
-    for n, index in enumerate(good):  # 5 confirmed good, 5 corrected to bad
-        page.post(f"/api/runs/{uid}/images/{index}/review",
-                  json={"review": "right" if n % 2 else "wrong"})
+    with TestClient(create_app(open_catalog(catalog))) as page:
+        for n, index in enumerate(good):  # 5 confirmed good, 5 corrected to bad
+            page.post(f"/api/runs/{uid}/images/{index}/review",
+                      json={"review": "right" if n % 2 else "wrong"})
     reviewed = open_catalog(catalog)[uid].metadata["corrections"]
     labels = [entry["label"] for entry in reviewed.values()]
     result = CliRunner().invoke(cli, [*command, "--from-catalog", str(catalog)])

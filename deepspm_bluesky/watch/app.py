@@ -19,6 +19,7 @@ thread pool.
 from __future__ import annotations
 
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import orjson
@@ -57,8 +58,14 @@ def create_app(client, *, title: str = "", refresh_s: float = 1.0) -> FastAPI:
         Look for new data in Tiled at most this often, whatever the number of viewers.
     """
     reader = CatalogReader(client, refresh_s=refresh_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await run_in_threadpool(reader.close)  # before whoever owns `client` closes it
+
     app = FastAPI(title="deepspm-bluesky watch", docs_url=None, redoc_url=None,
-                  default_response_class=JSON)
+                  default_response_class=JSON, lifespan=lifespan)
     app.state.reader = reader
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -37,6 +37,7 @@ from .snapshot import (
 PNG_CACHE = 256  # rendered images kept (a PNG of 64 x 64 pixels is ~6 kB)
 RUNS_KEPT = 8  # runs whose nodes are kept looked up
 TABLES_KEPT = 4  # judgement tables kept for the gallery
+LOOK_TIMEOUT_S = 30.0  # closing waits this long for a look under way (a served Tiled's timeout)
 
 
 class CatalogReader:
@@ -58,6 +59,7 @@ class CatalogReader:
         self._wanted = threading.Event()  # a viewer found the snapshot stale
         self._looked = threading.Event()  # set once the first look ended
         self._looker: threading.Thread | None = None
+        self._closed = False
         self._checked = -math.inf  # when the last look ended (inf during a look)
         self._key: tuple | None = None
         self._snapshot: dict = empty_snapshot()
@@ -89,9 +91,19 @@ class CatalogReader:
         """The newest survey's state for other dashboards (`/api/status`)."""
         return self.survey()["status"]
 
+    def close(self) -> None:
+        """Stop the looking thread (waiting for a look under way): the page is shutting down,
+        and the Tiled client it reads may be closed next."""
+        with self._state:
+            self._closed, looker = True, self._looker
+        self._wanted.set()
+        if looker is not None:
+            looker.join(LOOK_TIMEOUT_S)
+        self._looked.set()  # a viewer still waiting gets the last snapshot
+
     def _start_looking(self) -> None:
         with self._state:
-            if self._looker is None:
+            if self._looker is None and not self._closed:
                 self._looker = threading.Thread(target=self._look_when_wanted,
                                                 name="watch-look", daemon=True)
                 self._looker.start()
@@ -101,6 +113,8 @@ class CatalogReader:
         failing = False
         while True:
             self._wanted.wait()
+            if self._closed:
+                return
             self._checked = math.inf  # viewers meanwhile do not ask again
             self._wanted.clear()
             failing = self._look(failing)
@@ -143,10 +157,11 @@ class CatalogReader:
             metadata, nodes.read("primary", PRIMARY_COLUMNS)[:n],
             nodes.read("actions", ACTION_COLUMNS), nodes.read("outages", OUTAGE_COLUMNS),
             frame_nm=nodes.frame_nm(), radius_nm=self._radius_nm)
-        latest = snapshot["status"]["images"] - 1  # the table may lag the image stack
+        latest = snapshot["status"]["images"] - 1  # the table may lag the image stack ...
         if latest >= 0:  # rendered before any viewer hears of it
             self._keep(self._pngs, (nodes.uid, latest), image_png(images[latest]), PNG_CACHE)
-        self._snapshot, self._key = snapshot, key
+        # ... and is then read again at the next look, even if nothing else changed
+        self._snapshot, self._key = snapshot, (key if latest == n - 1 else None)
 
     # -- any run ----------------------------------------------------------------------------
     def runs(self, limit: int = 20) -> list[dict]:
