@@ -2,10 +2,10 @@
 
 Each configuration is the CLI's session (Tiled, journal, shipped classifier), measured by
 `bench_survey.images_per_s`; rounds alternate the configurations so that a busy machine
-slows them alike, and the best round of each counts. The goal: at least 0.95 of the rate
-without plots. On a shared machine the rates vary more than that from run to run, so the
-CPU time the survey's process spent is printed as well (the PNG is drawn in a child
-process, whose time is not the survey's).
+slows them alike, each taking each place in a round once, and the best round of each
+counts. The goal: at least 0.95 of the rate without plots. On a shared machine the rates
+vary more than that from run to run, so the CPU time the survey's process spent is printed
+as well (the PNG is drawn in a child process, whose time is not the survey's).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from deepspm_bluesky.session import survey_session
 from .bench_survey import RUN_IMAGES, images_per_s
 from .timing import per_call_s
 
-ROUNDS = 2
+ROUNDS = 3  # one per configuration: the first survey of a round ran slowest
 GOAL_RATIO = 0.95
 
 
@@ -82,9 +82,10 @@ def main() -> None:
     configurations = {"without": (False, False), "plot": (True, False), "both": (True, True)}
     best, cpu = dict.fromkeys(configurations, 0.0), dict.fromkeys(configurations, float("inf"))
     plot_file = None
-    for _ in range(ROUNDS):
-        for name, (plot, notify) in configurations.items():
-            rate, cpu_s, extras = _rate(plot, notify, url)
+    names = list(configurations)
+    for round_ in range(ROUNDS):  # each configuration once in each place of a round
+        for name in names[round_:] + names[:round_]:
+            rate, cpu_s, extras = _rate(*configurations[name], url)
             best[name], cpu[name] = max(best[name], rate), min(cpu[name], cpu_s)
             plot_file = next((c for c in extras if isinstance(c, SurveyPlotFile)), plot_file)
     server.shutdown()
