@@ -44,6 +44,10 @@ class Notice:
     def run_name(self) -> str:
         return f"run {self.run_uid}" + (f" (sample {self.sample})" if self.sample else "")
 
+    def run_url(self) -> str:
+        """The watch page opened at this run's images (the page reads ``#run=UID``)."""
+        return f"{self.page_url.rstrip('/')}/#run={self.run_uid}"
+
     def subject(self) -> str:
         sample = f", sample {self.sample}" if self.sample else ""
         return f"{SUBJECT_PREFIX} {self.what} (run {self.run_uid[:8]}{sample})"
@@ -51,14 +55,14 @@ class Notice:
     def text(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(self.time))
         return (f"{self.what}\n\n{self.run_name()}\nat {when}\n"
-                f"watch it: {self.page_url}\n\n(rule: {self.rule})\n")
+                f"watch it: {self.run_url()}\n\n(rule: {self.rule})\n")
 
     def payload(self) -> dict:
         """The webhook's JSON: ``text`` (what chat tools show) and the facts one by one."""
-        return {"text": f"{self.what}: {self.run_name()}, watch it: {self.page_url}",
+        return {"text": f"{self.what}: {self.run_name()}, watch it: {self.run_url()}",
                 "rule": self.rule, "what": self.what, "run_uid": self.run_uid,
                 "sample": self.sample, "time": self.time, "page_url": self.page_url,
-                **self.details}
+                "run_url": self.run_url(), **self.details}
 
 
 def send_email(settings: EmailSettings, notice: Notice) -> None:

@@ -85,7 +85,7 @@ def test_each_notice_goes_by_email_naming_run_sample_and_page(bad_tip_survey):
         assert mail["to"] == ["you@lab.example"]
         assert mail["subject"].endswith(f"(run {uid[:8]}, sample MgPc on Ag(100))")
         assert f"run {uid} (sample MgPc on Ag(100))" in mail["body"]
-        assert f"watch it: {PAGE_URL}" in mail["body"]
+        assert f"watch it: {PAGE_URL}/#run={uid}" in mail["body"]
     assert mails[0]["subject"].startswith("[deepspm] no good image for")
 
 
@@ -96,6 +96,7 @@ def test_each_notice_goes_by_webhook_as_json(bad_tip_survey):
         assert post["type"] == "application/json"
         assert post["json"]["run_uid"] == uid
         assert post["json"]["page_url"] == PAGE_URL
+        assert post["json"]["run_url"] == f"{PAGE_URL}/#run={uid}"
         assert uid in post["json"]["text"]
 
 

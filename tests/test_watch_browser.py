@@ -135,4 +135,10 @@ def test_the_page_follows_a_running_survey_and_stores_a_verdict_marked_wrong(wat
     screenshot = Path(os.environ.get("WATCH_SCREENSHOT") or directory.parent / "watch.png")
     assert browser.save_screenshot(str(screenshot))
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    uid = status["uid"]
+    browser.get("about:blank")
+    browser.get(f"{url}/#run={uid}")  # a notice's link opens the page at the run's images
+    wait_for(lambda: browser.find_element("id", "gallery-run").text.startswith(
+        f"run {uid[:8]}"), 30, "the linked run's images")
     assert survey.wait(timeout=180) == 0, survey.stdout.read().decode()

@@ -262,7 +262,7 @@ async function drawRuns() {
     row.innerHTML = `<td>${date(r.time)}</td><td>${r.uid.slice(0, 8)}</td>` +
       `<td>${escape(r.mode)}</td><td>${r.images ?? "…"}</td><td>${end}</td>` +
       `<td>${r.corrections}</td>`;
-    row.onclick = () => { gallery = { uid: r.uid, offset: 0 }; drawGallery(); drawRuns(); };
+    row.onclick = () => { location.hash = `run=${r.uid}`; };
   }
 }
 
@@ -297,6 +297,21 @@ async function drawGallery() {
   }
 }
 
+// #run=UID (a notice's link, or a click on a survey) shows that run's images
+function showLinkedRun() {
+  const uid = new URLSearchParams(location.hash.slice(1)).get("run");
+  if (!uid || uid === gallery.uid) return;
+  gallery = { uid, offset: 0 };
+  drawGallery().catch(() => {
+    $("gallery-card").hidden = false;
+    $("gallery-run").textContent = `no run ${uid} in this catalog`;
+    $("gallery").replaceChildren();
+  });
+  drawRuns();
+}
+
+window.addEventListener("hashchange", showLinkedRun);
+showLinkedRun();
 $("newer").onclick = () => { gallery.offset = Math.max(0, gallery.offset - PAGE); drawGallery(); };
 $("older").onclick = () => { gallery.offset += PAGE; drawGallery(); };
 poll();
