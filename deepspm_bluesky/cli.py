@@ -14,6 +14,8 @@ from typing import Annotated
 
 import typer
 
+from deepspm_bluesky.collector import setting_up, settle
+
 app = typer.Typer(help="Autonomous STM on Bluesky: survey, serve and train.", no_args_is_help=True)
 
 CatalogOption = Annotated[
@@ -97,6 +99,7 @@ def _run_survey(session, *, images: int, mode: str, navigation_file: Path | None
         session.close()
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
+    settle()
     try:
         result = run_plan(session.engine, plan)
     except Exception as error:  # the run is closed (exit_status "fail", this reason)
@@ -137,10 +140,11 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the simulated STM.")] = 0,
 ) -> None:
     """Survey a simulated STM and store every image and decision in Tiled."""
-    from deepspm_bluesky.session import InstrumentSettings
+    with setting_up():
+        from deepspm_bluesky.session import InstrumentSettings
 
-    session = _open_session(InstrumentSettings(seed=seed), catalog, api_key)
-    _run_survey(session, images=images, mode="operational")
+        session = _open_session(InstrumentSettings(seed=seed), catalog, api_key)
+        _run_survey(session, images=images, mode="operational")
 
 
 @app.command()
@@ -188,23 +192,25 @@ def survey(
     ] = None,
 ) -> None:
     """Run an autonomous survey on the simulator or a real instrument."""
-    from deepspm_bluesky.session import InstrumentSettings
-
     if backend is not BackendName.sim and port is None:
         raise typer.BadParameter(f"--port is needed for the {backend.value} backend")
     metadata = _start_metadata(sample, md)
-    watchers = _watchers(plot, notify)
-    instrument = InstrumentSettings(backend.value, host=host, port=port, seed=seed,
-                                    realtime=realtime, outage_s=outage_s)
-    try:
-        session = _open_session(instrument, catalog, api_key)
-        for watcher in watchers:
-            session.engine.subscribe(watcher)
-        _run_survey(session, images=images, mode=mode.value, navigation_file=navigation_file,
-                    state=state, classifier=classifier, agent=agent, md=metadata)
-    finally:
-        for watcher in watchers:
-            watcher.close()  # last PNG written, queued notices sent
+    with setting_up():
+        from deepspm_bluesky.session import InstrumentSettings
+
+        watchers = _watchers(plot, notify)
+        instrument = InstrumentSettings(backend.value, host=host, port=port, seed=seed,
+                                        realtime=realtime, outage_s=outage_s)
+        try:
+            session = _open_session(instrument, catalog, api_key)
+            for watcher in watchers:
+                session.engine.subscribe(watcher)
+            _run_survey(session, images=images, mode=mode.value,
+                        navigation_file=navigation_file, state=state, classifier=classifier,
+                        agent=agent, md=metadata)
+        finally:
+            for watcher in watchers:
+                watcher.close()  # last PNG written, queued notices sent
 
 
 def _watchers(plot: Path | None, notify: Path | None) -> list:
@@ -300,21 +306,23 @@ def watch(
 ) -> None:
     """Watch the running survey in a web browser: its state, latest image, P(good), map,
     actions and past surveys; mark verdicts wrong to teach the classifier."""
-    from deepspm_bluesky.data import default_catalog, open_catalog
-    from deepspm_bluesky.watch import serve_watch
-
     if catalog is not None and tiled is not None:
         raise typer.BadParameter("give --catalog DIR or --tiled URI, not both")
     if tiled is not None and not tiled.startswith(("http://", "https://")):
         raise typer.BadParameter(f"--tiled must be an http(s) URI, got {tiled!r}")
-    location = tiled or str(catalog if catalog is not None else default_catalog())
-    try:
-        client = open_catalog(location, api_key=api_key)
-    except Exception as error:  # unreachable server, refused key, unreadable folder
-        typer.echo(f"error: cannot open {location}: {type(error).__name__}: {error}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(f"watching {location} at http://{host}:{port}  (Ctrl-C stops)")
-    serve_watch(client, host=host, port=port, title=location)
+    with setting_up():
+        from deepspm_bluesky.data import default_catalog, open_catalog
+        from deepspm_bluesky.watch import serve_watch
+
+        location = tiled or str(catalog if catalog is not None else default_catalog())
+        try:
+            client = open_catalog(location, api_key=api_key)
+        except Exception as error:  # unreachable server, refused key, unreadable folder
+            typer.echo(f"error: cannot open {location}: {type(error).__name__}: {error}",
+                       err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"watching {location} at http://{host}:{port}  (Ctrl-C stops)")
+        serve_watch(client, host=host, port=port, title=location)
 
 
 class ExportFormat(StrEnum):
