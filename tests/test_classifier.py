@@ -8,6 +8,8 @@ import torch
 
 from deepspm_bluesky.imaging import flatten_plane, normalize
 from deepspm_bluesky.ml import CheckpointError, DeepSPMNet, TipClassifier
+from deepspm_bluesky.ml.networks import LineDifferences
+from deepspm_bluesky.ml.preprocessing import preprocess
 from deepspm_bluesky.sim import SimulatedMicroscope
 
 
@@ -133,3 +135,22 @@ def test_the_lean_network_is_compact_at_half_the_width_and_loads_by_name(tmp_pat
     loaded = TipClassifier.load(lean.save(tmp_path / "lean.pt"))
     assert loaded.architecture == "lean"
     np.testing.assert_array_equal(loaded.predict(raw_images), lean.predict(raw_images))
+
+
+def test_line_differences_add_each_scan_lines_change_from_the_one_before():
+    rows = torch.arange(4.0).view(1, 1, 4, 1).expand(1, 1, 4, 3)
+    both = LineDifferences()(rows)
+    assert both.shape == (1, 2, 4, 3)
+    assert torch.equal(both[:, :1], rows)
+    assert torch.equal(both[0, 1, :, 0], torch.tensor([0.0, 1.0, 1.0, 1.0]))
+
+
+@pytest.mark.parametrize("architecture", ["lean-lines", "compact-lines"])
+def test_a_lines_network_loads_by_name_and_judges_alike_on_its_fast_path(
+        tmp_path, raw_images, architecture):
+    classifier = TipClassifier(architecture)
+    classifier.fit_familiarity(preprocess(raw_images))
+    loaded = TipClassifier.load(classifier.save(tmp_path / "lines.pt"))
+    np.testing.assert_array_equal(loaded.predict(raw_images), classifier.predict(raw_images))
+    p_good, _ = loaded.predict_familiar(raw_images)
+    np.testing.assert_allclose(p_good, classifier.predict(raw_images), rtol=1e-5, atol=1e-7)

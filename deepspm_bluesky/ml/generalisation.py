@@ -234,6 +234,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--architecture", default=TrainingSettings.architecture)
     parser.add_argument("--eval-every", type=int, default=TrainingSettings.eval_every)
     parser.add_argument("--learning-rate", type=float, default=TrainingSettings.learning_rate)
+    parser.add_argument("--no-rotations", action="store_true",
+                        help="flips only, no 90-degree turns (streaks and bands of an unstable "
+                             "or contaminated tip run along the scan lines)")
     parser.add_argument("--time-limit", type=float, default=None,
                         help="seconds of training per row at most")
     parser.add_argument("--seed", type=int, default=0)
@@ -259,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = replace(TrainingSettings(), seed=args.seed, max_steps=args.steps,
                            batch_size=args.batch_size, architecture=args.architecture,
                            eval_every=args.eval_every, learning_rate=args.learning_rate,
+                           rotations=not args.no_rotations,
                            time_limit_s=args.time_limit, threads=args.threads,
                            device=args.device)
 

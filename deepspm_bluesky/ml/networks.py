@@ -27,6 +27,15 @@ def _conv_block(in_channels: int, out_channels: int, layers: int) -> nn.Sequenti
     return nn.Sequential(*modules)
 
 
+class LineDifferences(nn.Module):
+    """The image and its change from the scan line before (zero on the first line), as two
+    channels: an unstable or contaminated tip changes the image from one line to the next,
+    which a strided stem would otherwise have to learn to isolate."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([x, nn.functional.pad(x.diff(dim=-2), (0, 0, 1, 0))], dim=1)
+
+
 class CompactNet(nn.Module):
     """Small CNN for the CPU: a strided stem, three conv blocks (32-96 channels), global
     pooling, one logit.
@@ -43,12 +52,18 @@ class CompactNet(nn.Module):
         Channels of the stem and of the three blocks that follow it.
     dropout
         Dropout before the final layer.
+    line_differences
+        Give the stem `LineDifferences` (the image and its line-to-line change) instead of
+        the image alone.
     """
 
-    def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 96), dropout: float = 0.3):
+    def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 96), dropout: float = 0.3,
+                 line_differences: bool = False):
         super().__init__()
         stem = nn.Sequential(
-            nn.Conv2d(1, channels[0], 4, stride=2, padding=1, bias=False),
+            *([LineDifferences()] if line_differences else []),
+            nn.Conv2d(2 if line_differences else 1, channels[0], 4, stride=2, padding=1,
+                      bias=False),
             nn.BatchNorm2d(channels[0]),
             nn.ReLU(inplace=True),
         )
@@ -106,6 +121,9 @@ ARCHITECTURES: dict[str, Callable[[], nn.Module]] = {
     # step on a CPU; the same trunk shape, so the agent's Q network and the fast inference
     # path take it as they take "compact"
     "lean": functools.partial(CompactNet, channels=LEAN_CHANNELS),
+    # the same networks given each scan line's change from the one before as well
+    "compact-lines": functools.partial(CompactNet, line_differences=True),
+    "lean-lines": functools.partial(CompactNet, channels=LEAN_CHANNELS, line_differences=True),
     "deepspm": DeepSPMNet,
 }
 
