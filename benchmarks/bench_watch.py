@@ -118,6 +118,39 @@ class Viewers:
               f"{len(failures)} failed" + (f" (first: {failures[0]})" if failures else ""))
 
 
+class MemoryWatch:
+    """The page's resident memory against the image count it shows, sampled every second
+    while the ``with`` block runs: growing with the survey, or levelling off."""
+
+    def __init__(self, pid: int, port: int) -> None:
+        self.pid, self.port = pid, port
+        self.samples: list[tuple[str, int, float]] = []  # (run uid, images, MB)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> MemoryWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+    def _sample(self) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        while not self.stop.wait(1.0):
+            status = json.loads(get(connection, "/api/status"))
+            self.samples.append((status["uid"], status["images"], resident_mb(self.pid)))
+
+    def report(self) -> None:
+        """Memory at each quarter of the newest survey's length."""
+        newest = self.samples[-1][0]
+        images, mb = np.array([sample[1:] for sample in self.samples if sample[0] == newest]).T
+        quarters = [f"{int(images[i])} images {mb[i]:.0f} MB" for i in
+                    (np.searchsorted(images, images.max() * q / 4) for q in (1, 2, 3, 4))]
+        print(f"page resident memory while it was written: {', '.join(quarters)}")
+
+
 def caught_up(port: int, images: int) -> float:
     """Seconds until the page shows an ended survey of `images` images (polled every 50 ms)."""
     started = time.perf_counter()
@@ -156,12 +189,13 @@ def main() -> None:
                 time.sleep(VIEW_S)
             viewers.report(f"after {SHORT} images")
             short_mb = resident_mb(page.pid)
-            with Viewers(port) as viewers:
+            with Viewers(port) as viewers, MemoryWatch(page.pid, port) as memory:
                 took = survey(directory, LONG, seed=1)
                 behind = caught_up(port, LONG)
             print(f"survey of {LONG} images written in {took:.0f} s while {VIEWERS} viewers "
                   f"watched; the page showed it ended {behind:.2f} s after")
             viewers.report("while it was written")
+            memory.report()
             with Viewers(port) as viewers:
                 time.sleep(VIEW_S)
             viewers.report(f"after {LONG} images")
