@@ -87,10 +87,6 @@ class CatalogReader:
         self._looked.wait()
         return self._snapshot
 
-    def status(self) -> dict:
-        """The newest survey's state for other dashboards (`/api/status`)."""
-        return self.survey()["status"]
-
     def close(self) -> None:
         """Stop the looking thread (waiting for a look under way): the page is shutting down,
         and the Tiled client it reads may be closed next."""
@@ -158,7 +154,7 @@ class CatalogReader:
             nodes.read("actions", ACTION_COLUMNS), nodes.read("outages", OUTAGE_COLUMNS),
             frame_nm=nodes.frame_nm(), radius_nm=self._radius_nm)
         latest = snapshot["status"]["images"] - 1  # the table may lag the image stack ...
-        if latest >= 0:  # rendered before any viewer hears of it
+        if latest >= 0 and self.cached_png(nodes.uid, latest) is None:  # rendered before
             self._keep(self._pngs, (nodes.uid, latest), image_png(images[latest]), PNG_CACHE)
         # ... and is then read again at the next look, even if nothing else changed
         self._snapshot, self._key = snapshot, (key if latest == n - 1 else None)
