@@ -182,6 +182,20 @@ def test_a_policy_only_checkpoint_is_small_and_suggests_the_same(tmp_path, image
     assert [loaded.suggest(i, mask) for i in images] == [agent.suggest(i, mask) for i in images]
 
 
+def test_an_agent_on_a_lines_classifier_trunk_loads_with_its_line_changes(tmp_path, images):
+    from deepspm_bluesky.ml import TipClassifier
+    from deepspm_bluesky.ml.networks import LineDifferences
+
+    agent = ConditioningAgent(settings=SMALL, trunk=TipClassifier("lean-lines"), explore=False)
+    for t in transitions(images):
+        agent.observe(t)
+    loaded = ConditioningAgent.load(agent.save(tmp_path / "policy.pt", policy_only=True))
+    assert any(isinstance(m, LineDifferences) for m in loaded.network.trunk.modules())
+    np.testing.assert_array_equal(loaded.q_values(images[2]), agent.q_values(images[2]))
+    assert loaded.policy_copy().q_values(images[2]).tolist() == \
+        agent.q_values(images[2]).tolist()
+
+
 @pytest.mark.parametrize("content", [b"", b"not a torch file at all", None])
 def test_a_corrupt_checkpoint_gives_a_clear_error(tmp_path, content):
     path = tmp_path / "agent.pt"

@@ -272,7 +272,7 @@ class ConditioningAgent:
         settings = replace(self.settings, buffer_size=1)
         copy_ = ConditioningAgent(self.actions, settings=settings, trunk="fresh", explore=False,
                                   metadata=self.metadata)
-        if copy_.network.channels != self.network.channels:
+        if copy_.network.trunk_shape != self.network.trunk_shape:
             copy_.network = copy.deepcopy(self.network)
         copy_.network.load_state_dict(self.network.state_dict())
         return copy_
@@ -382,6 +382,7 @@ class ConditioningAgent:
             "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
             "actions": self.actions.names, "settings": asdict(self.settings),
             "channels": list(self.network.channels),
+            "line_differences": self.network.line_differences,
             "metadata": json.loads(json.dumps(self.metadata, default=str)),
             "network": self.network.state_dict(), "policy_only": policy_only,
             "counters": {"transitions_seen": self.transitions_seen, "updates": self.updates},
@@ -440,8 +441,11 @@ class ConditioningAgent:
                                        f"this table has {self.actions.names}")
         self._fast_trunk = None
         try:
-            if tuple(checkpoint["channels"]) != self.network.channels:
-                self.network = QNetwork(len(self.actions), channels=tuple(checkpoint["channels"]),
+            # checkpoints written before the "-lines" trunks have no "line_differences"
+            shape = tuple(checkpoint["channels"]), bool(checkpoint.get("line_differences"))
+            if shape != self.network.trunk_shape:
+                self.network = QNetwork(len(self.actions), channels=shape[0],
+                                        line_differences=shape[1],
                                         hidden=self.settings.hidden,
                                         dueling=self.settings.dueling).eval()
                 self._rebuild_learning_parts()
@@ -470,7 +474,7 @@ class ConditioningAgent:
             self.optimizer.load_state_dict(state)
 
     def _rebuild_learning_parts(self) -> None:
-        """Target, optimiser and buffer for a network rebuilt with other trunk channels."""
+        """Target, optimiser and buffer for a network rebuilt with another trunk shape."""
         self.network.trunk.requires_grad_(self.settings.train_trunk)
         self.target = copy.deepcopy(self.network).requires_grad_(False)
         self._optimizer = None

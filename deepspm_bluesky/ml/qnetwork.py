@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .networks import CompactNet
+from .networks import CompactNet, LineDifferences
 
 DEFAULT_CHANNELS = (16, 32, 64, 96)
 
@@ -72,20 +72,33 @@ class QNetwork(nn.Module):
     hidden, dueling
         As for `QHead`.
     trunk
-        A ready trunk to copy (e.g. the classifier's); `channels` is then read from it.
+        A ready trunk to copy (e.g. the classifier's); `channels` and `line_differences`
+        are then read from it.
+    line_differences
+        The trunk's stem also sees each scan line's change (`networks.LineDifferences`),
+        as the "-lines" classifiers' trunks do.
     """
 
     def __init__(self, n_actions: int, *, channels: tuple[int, ...] = DEFAULT_CHANNELS,
-                 hidden: int = 128, dueling: bool = True, trunk: nn.Module | None = None):
+                 hidden: int = 128, dueling: bool = True, trunk: nn.Module | None = None,
+                 line_differences: bool = False):
         super().__init__()
         if trunk is not None:
             self.trunk = copy.deepcopy(trunk)
             channels = trunk_channels(trunk)
+            line_differences = any(isinstance(m, LineDifferences) for m in trunk.modules())
         else:
-            self.trunk = CompactNet(channels=tuple(channels)).trunk
+            self.trunk = CompactNet(channels=tuple(channels),
+                                    line_differences=line_differences).trunk
         self.channels = tuple(channels)
+        self.line_differences = line_differences
         self.feature_size = 2 * self.channels[-1]
         self.head = QHead(self.feature_size, n_actions, hidden=hidden, dueling=dueling)
+
+    @property
+    def trunk_shape(self) -> tuple[tuple[int, ...], bool]:
+        """What a checkpoint must match to load into this network: channels, line changes."""
+        return self.channels, self.line_differences
 
     def features(self, images: Tensor) -> Tensor:
         """Pooled trunk features (n, feature_size): average and max over the last map."""
