@@ -171,7 +171,8 @@ def survey(
                             "instrument before giving up (seconds).")
     ] = 600.0,
     classifier: Annotated[
-        str, typer.Option(help="Tip classifier: pretrained, or a checkpoint file.")
+        str, typer.Option(help="Tip classifier: pretrained (every simulated surface), "
+                               "pretrained-ag100 (MgPc on Ag(100) only), or a checkpoint file.")
     ] = "pretrained",
     agent: Annotated[
         str, typer.Option(help="Conditioning agent: pretrained, random, or a checkpoint file.")
@@ -478,7 +479,18 @@ def train_classifier(
                                        "on the watch page (corrected and confirmed) in this "
                                        "catalog folder.")
     ] = None,
-    architecture: Annotated[str, typer.Option(help="compact or deepspm.")] = "compact",
+    architecture: Annotated[
+        str, typer.Option(help="compact, compact-lines, lean, lean-lines or deepspm.")
+    ] = "compact",
+    learning_rate: Annotated[
+        float, typer.Option(min=0.0, help="Adam's initial learning rate (cosine decay).")
+    ] = 1e-3,
+    rotations: Annotated[
+        bool, typer.Option(help="Augment with 90-degree turns as well as flips.")
+    ] = True,
+    eval_every: Annotated[
+        int, typer.Option(min=1, help="Steps between validations (early stopping).")
+    ] = 100,
     train_images: Annotated[int, typer.Option(min=2, help="Simulated training images.")] = 16000,
     test_images: Annotated[int, typer.Option(min=2, help="Simulated held-out images.")] = 4000,
     fine_tune: Annotated[bool, typer.Option(help="Start from the shipped weights.")] = False,
@@ -486,8 +498,9 @@ def train_classifier(
         str, typer.Option(help="scratch, or pretrained: fine-tune the shipped weights.")
     ] = "scratch",
     families: Annotated[
-        str | None, typer.Option(help="Simulated surface families, comma-separated, or 'all' "
-                                      "(default: MgPc on Ag(100) at 10 nm).")
+        str | None, typer.Option(help="Simulated surface families, comma-separated; 'all' "
+                                      "for every family, 'deepspm' for the default sample "
+                                      "(MgPc on Ag(100) at 1 V and 10 nm, the default).")
     ] = None,
     evaluate_only: Annotated[
         bool, typer.Option(help="Only evaluate OUTPUT (or the shipped weights).")
@@ -503,6 +516,7 @@ def train_classifier(
     ] = None,
 ) -> None:
     """Train the tip classifier on simulated (or your own) images; print test scores."""
+    from deepspm_bluesky.ml.data import DEEPSPM_SAMPLE
     from deepspm_bluesky.ml.training import TrainingSettings
     from deepspm_bluesky.ml.workflow import DataSizes, train_and_evaluate
     from deepspm_bluesky.sim import FAMILIES
@@ -511,17 +525,21 @@ def train_classifier(
         raise typer.BadParameter(f"--init must be scratch or pretrained, got {init!r}")
     chosen = None
     if families is not None:
-        chosen = FAMILIES if families == "all" else tuple(f.strip() for f in families.split(","))
-        unknown = sorted(set(chosen) - set(FAMILIES))
+        named = [f.strip() for f in families.split(",")]
+        chosen = tuple(g for f in named for g in (FAMILIES if f == "all" else (f,)))
+        known = (*FAMILIES, DEEPSPM_SAMPLE)
+        unknown = sorted(set(chosen) - set(known))
         if unknown:
-            raise typer.BadParameter(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")
+            raise typer.BadParameter(f"unknown families {unknown}; known: all, "
+                                     f"{', '.join(known)}")
     if from_catalog is not None:
         if data is not None:
             raise typer.BadParameter("give --data FOLDER or --from-catalog DIR, not both")
         data = _reviewed_images(from_catalog, output.with_name(output.stem + "_reviewed"))
         init = "pretrained"
     settings = TrainingSettings(architecture=architecture, seed=seed, max_steps=steps,
-                                threads=threads,
+                                learning_rate=learning_rate, rotations=rotations,
+                                eval_every=eval_every, threads=threads,
                                 time_limit_s=None if time_limit is None else 60 * time_limit)
     sizes = DataSizes(train=train_images, validation=max(2, train_images // 8), test=test_images,
                       families=chosen)

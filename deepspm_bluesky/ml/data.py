@@ -31,6 +31,10 @@ FRAME_SIZE_M = 10e-9
 IMAGES_PER_AREA = 100  # a fresh approach area (sample) after this many images
 MAX_TRIES = 500
 NEW_AREA_AFTER = 50  # failed frames in a row before a frame is sought in a fresh area
+DEEPSPM_SAMPLE = "deepspm"
+"""Name, among `families`, of the default sample as DeepSPM imaged it (MgPc on Ag(100) at
+1 V, 10 nm frames, no scanner artefacts): unlike the family "ag100_mgpc" (any bias), its
+fixed bias makes a contaminated tip's change of contrast a sign the classifier may use."""
 
 
 def imaging_bad_states() -> tuple[str, ...]:
@@ -57,8 +61,8 @@ class LabelledImages:
         bool, shape (n,), True for a bad tip drawn just past the visibility limit of its
         state; default all False.
     families
-        str, shape (n,), the surface family of each image (`sim.FAMILIES`; "" when
-        unknown, e.g. user data); default all "".
+        str, shape (n,), the surface family of each image (`sim.FAMILIES`, or
+        `DEEPSPM_SAMPLE`; "" when unknown, e.g. user data); default all "".
     """
 
     images: np.ndarray
@@ -232,11 +236,11 @@ def simulated_dataset(
     families
         Surface families to draw from (`sim.FAMILIES`), one per approach area of
         `IMAGES_PER_AREA` images, each area at a random bias of either polarity
-        (0.3-2 V) and with scanner artefacts; None (default): the simulator's default
-        sample at 1 V, as DeepSPM imaged it.
+        (0.3-2 V) and with scanner artefacts; `DEEPSPM_SAMPLE` among them adds areas of
+        the default sample as DeepSPM imaged it; None (default): that sample only.
     frame_nm
-        (smallest, largest) frame side, drawn log-uniformly per image; None: 10 nm without
-        `families`, else each family's usual range (`sim.families.FRAME_NM`).
+        (smallest, largest) frame side, drawn log-uniformly per image; None: 10 nm for the
+        default sample, else each family's usual range (`sim.families.FRAME_NM`).
 
     Returns
     -------
@@ -251,41 +255,46 @@ def simulated_dataset(
     labels = np.empty(n_images, np.float32)
     recorded = np.empty(n_images, dtype=object)
     subtle = np.zeros(n_images, bool)
-    family_of = np.full(n_images, sim.DEFAULT_FAMILY, dtype=object)
-    microscope = None
+    family_of = np.full(n_images, DEEPSPM_SAMPLE, dtype=object)
+    microscope = area = None
     for i, state in enumerate(states):
         if i % IMAGES_PER_AREA == 0:
-            microscope = _area_microscope(rng, families)
+            microscope, area = _area_microscope(rng, families)
+        family = area if area == DEEPSPM_SAMPLE else microscope.surface_family
         subtle[i] = state != "good" and rng.random() < subtle_fraction
-        frame_m = _frame_m(rng, frame_nm, microscope.surface_family, families is None)
+        frame_m = _frame_m(rng, frame_nm, family)
         images[i] = _scan_state(microscope, rng, state, subtle[i], pixels, frame_m)
         labels[i] = float(state == "good")
         recorded[i] = state
-        family_of[i] = microscope.surface_family
+        family_of[i] = family
         if progress is not None:
             progress(1)
     return LabelledImages(images, labels, recorded.astype(str), subtle, family_of.astype(str))
 
 
-def _frame_m(rng: np.random.Generator, frame_nm: tuple[float, float] | None, family: str,
-             default: bool) -> float:
-    """Frame side: 10 nm for the default set, else log-uniform in `frame_nm` or, if None,
-    in the family's usual range (`sim.families.FRAME_NM`)."""
-    if default and frame_nm is None:
+def _frame_m(rng: np.random.Generator, frame_nm: tuple[float, float] | None,
+             family: str) -> float:
+    """Frame side: 10 nm for the default sample, else log-uniform in `frame_nm` or, if
+    None, in the family's usual range (`sim.families.FRAME_NM`)."""
+    if family == DEEPSPM_SAMPLE and frame_nm is None:
         return FRAME_SIZE_M
     low, high = frame_nm if frame_nm is not None else FAMILY_FRAME_NM[family]
     return 1e-9 * float(np.exp(rng.uniform(np.log(low), np.log(high))))
 
 
-def _area_microscope(rng: np.random.Generator,
-                     families: Sequence[str] | None) -> sim.SimulatedMicroscope:
-    """A simulator of a fresh area: the default one, or one of `families` at a random bias."""
+def _area_microscope(rng: np.random.Generator, families: Sequence[str] | None
+                     ) -> tuple[sim.SimulatedMicroscope, str]:
+    """A simulator of a fresh area and its family: the default sample (`DEEPSPM_SAMPLE`),
+    or one of `families` at a random bias."""
     seed = int(rng.integers(2**31))
     if families is None:
-        return sim.SimulatedMicroscope(seed=seed)
-    microscope = sim.SimulatedMicroscope(seed=seed, family=str(rng.choice(list(families))))
+        return sim.SimulatedMicroscope(seed=seed), DEEPSPM_SAMPLE
+    family = str(rng.choice(list(families)))
+    if family == DEEPSPM_SAMPLE:
+        return sim.SimulatedMicroscope(seed=seed), family
+    microscope = sim.SimulatedMicroscope(seed=seed, family=family)
     microscope.set_bias(float(rng.choice([-1.0, 1.0]) * rng.uniform(0.3, 2.0)))
-    return microscope
+    return microscope, family
 
 
 # -- images from disk ------------------------------------------------------------------------

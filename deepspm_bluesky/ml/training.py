@@ -191,7 +191,8 @@ def _train(train, validation, settings, checkpoint, initial, progress) -> Traini
     else:
         classifier = TipClassifier(settings.architecture)
     device = torch.device(settings.device)
-    network = classifier.network.to(device)
+    # channels-last: about a sixth less time a step on a CPU, measured on the compact networks
+    network = classifier.network.to(device, memory_format=torch.channels_last)
     weight = torch.tensor(_positive_weight(train.labels, settings), device=device)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=weight)
     optimizer = torch.optim.Adam(network.parameters(), lr=settings.learning_rate,
@@ -206,7 +207,8 @@ def _train(train, validation, settings, checkpoint, initial, progress) -> Traini
     for step in bar:
         network.train()
         images, labels = batches.next()
-        images = augment(images, settings, generator).to(device, non_blocking=True)
+        images = augment(images, settings, generator).to(
+            device, memory_format=torch.channels_last, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(network(images), labels.to(device, non_blocking=True))
         loss.backward()
@@ -231,7 +233,7 @@ def _train(train, validation, settings, checkpoint, initial, progress) -> Traini
         if waited >= settings.patience or out_of_time:
             break
     bar.close()
-    classifier.network.cpu()
+    classifier.network.to("cpu", memory_format=torch.contiguous_format)
     best = _with_state(classifier, best_state, settings, best_key[0], best_step)
     return TrainingResult(best, best_key[0], best_step, step, time.perf_counter() - start, history)
 
