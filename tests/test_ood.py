@@ -9,6 +9,7 @@ from numpy.testing import assert_allclose
 from deepspm_bluesky.ml import CheckpointError, TipClassifier
 from deepspm_bluesky.ml.data import simulated_dataset
 from deepspm_bluesky.ml.ood import FeatureDensity, image_statistics
+from deepspm_bluesky.sim import FAMILIES
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +48,18 @@ def test_image_statistics_tell_a_lattice_from_noise():
     assert spectra[1, :12].max() > spectra[0, :12].max() + 1  # a strong peak at 1/4 px^-1
 
 
-def test_the_shipped_classifier_knows_its_own_surface_and_not_graphite(shipped):
+def test_a_classifier_of_one_surface_knows_it_and_flags_graphite_it_never_saw():
+    ag100 = TipClassifier.pretrained("pretrained-ag100")  # trained on the default sample only
     own = simulated_dataset(120, seed=21)
     graphite = simulated_dataset(120, seed=21, families=["graphite"])
-    assert np.mean(shipped.familiar(own.images, normalized=True)) >= 0.8
-    assert np.mean(shipped.familiar(graphite.images, normalized=True)) <= 0.3
+    assert np.mean(ag100.familiar(own.images, normalized=True)) >= 0.8
+    assert np.mean(ag100.familiar(graphite.images, normalized=True)) <= 0.3
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_shipped_classifier_knows_every_family_it_was_trained_on(shipped, family):
+    images = simulated_dataset(60, seed=21, families=[family]).images
+    assert np.mean(shipped.familiar(images, normalized=True)) >= 0.8
 
 
 def test_a_frame_outside_the_trained_sizes_is_unfamiliar_whatever_it_shows(shipped):

@@ -90,6 +90,8 @@ def test_md_without_an_equals_sign_is_refused(tmp_path):
 def test_names_give_the_shipped_the_random_or_a_saved_model(tmp_path):
     assert isinstance(agent_named("random"), RandomAgent)
     assert isinstance(agent_named("pretrained"), ConditioningAgent)
+    assert classifier_named("pretrained-ag100").fingerprint() != \
+        classifier_named("pretrained").fingerprint()
     saved = TipClassifier.pretrained().save(tmp_path / "mine.pt")
     assert isinstance(classifier_named(str(saved)), TipClassifier)
     with pytest.raises(ValueError, match="agent .*mine.pt.* cannot be used"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -216,7 +217,9 @@ def test_a_corrupt_state_file_is_refused_before_any_run_opens(RE, documents, tmp
     stm = STM(backend=CountingMicroscope(seed=1), name="stm")
     RE(autonomous_survey(stm, max_images=2, state_dir=str(tmp_path)))
     progress = tmp_path / "policy.json"
-    progress.write_text(progress.read_text().replace('"bad_in_row": 0', '"bad_in_row": -4'))
+    policy = json.loads(progress.read_text())
+    policy["policy"]["counters"]["bad_in_row"] = -4  # whatever the two verdicts left there
+    progress.write_text(json.dumps(policy))
     documents.clear()
     with pytest.raises(ValueError, match="policy.json.*counters.bad_in_row"):
         autonomous_survey(stm, max_images=2, state_dir=str(tmp_path))

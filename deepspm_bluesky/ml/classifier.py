@@ -23,7 +23,12 @@ from .qnetwork import inference_trunk, pooled
 
 CHECKPOINT_FORMAT = "deepspm_bluesky.TipClassifier"
 CHECKPOINT_VERSION = 1
-PRETRAINED_NAME = "tip_classifier.pt"
+SHIPPED_WEIGHTS = {
+    # trained on every simulated surface family and the default sample (the default)
+    "pretrained": "tip_classifier.pt",
+    # trained on the default sample alone (MgPc on Ag(100) at 1 V, 10 nm frames), as DeepSPM
+    "pretrained-ag100": "tip_classifier_ag100.pt",
+}
 
 
 class _FoldedTrunk(NamedTuple):
@@ -318,9 +323,13 @@ class TipClassifier:
                    metadata=checkpoint["metadata"], familiarity=familiarity)
 
     @classmethod
-    def pretrained(cls) -> TipClassifier:
-        """The default classifier with the weights shipped in the package (no download)."""
-        weights = resources.files("deepspm_bluesky.ml") / "weights" / PRETRAINED_NAME
+    def pretrained(cls, name: str = "pretrained") -> TipClassifier:
+        """A classifier with weights shipped in the package (no download), by name
+        (`SHIPPED_WEIGHTS`): by default those trained on every simulated surface family."""
+        if name not in SHIPPED_WEIGHTS:
+            raise ValueError(f"no shipped classifier {name!r}; shipped: "
+                             f"{', '.join(SHIPPED_WEIGHTS)}")
+        weights = resources.files("deepspm_bluesky.ml") / "weights" / SHIPPED_WEIGHTS[name]
         with resources.as_file(weights) as path:
             return cls.load(path)
 

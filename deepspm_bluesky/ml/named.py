@@ -1,7 +1,9 @@
 """The classifier and the agent chosen by name, so a queue server or a command line can send them.
 
-A name is ``"pretrained"`` (the shipped weights), ``"random"`` (agents only: DeepSPM's random
-baseline) or the path of a checkpoint written by `TipClassifier.save` / `ConditioningAgent.save`.
+A name is ``"pretrained"`` (the shipped weights; for the classifier also
+``"pretrained-ag100"``, trained on the default sample alone), ``"random"`` (agents only:
+DeepSPM's random baseline) or the path of a checkpoint written by `TipClassifier.save` /
+`ConditioningAgent.save`.
 An unknown name or an unusable file raises `ValueError` naming it, before any run opens.
 """
 
@@ -10,17 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from .agents import Agent, RandomAgent
-from .classifier import TipClassifier
+from .classifier import SHIPPED_WEIGHTS, TipClassifier
 from .conditioning_agent import ConditioningAgent
 
-CLASSIFIER_NAMES = ("pretrained",)
+CLASSIFIER_NAMES = tuple(SHIPPED_WEIGHTS)
 AGENT_NAMES = ("pretrained", "random")
 
 
 def classifier_named(name: str) -> TipClassifier:
-    """The tip classifier called `name`: ``"pretrained"`` or a checkpoint path."""
-    if name == "pretrained":
-        return TipClassifier.pretrained()
+    """The tip classifier called `name`: a shipped one (`CLASSIFIER_NAMES`) or a checkpoint
+    path."""
+    if name in CLASSIFIER_NAMES:
+        return TipClassifier.pretrained(name)
     return _load("classifier", name, CLASSIFIER_NAMES, TipClassifier.load)
 
 
