@@ -8,10 +8,16 @@ import pytest
 
 from deepspm_bluesky.imaging import check_image
 from deepspm_bluesky.sim import SimulatedMicroscope, random_tip
-from deepspm_bluesky.sim.families import DEFAULT_FAMILY, FAMILIES, FRAME_NM, make_sample
+from deepspm_bluesky.sim.families import (
+    DEFAULT_FAMILY,
+    FAMILIES,
+    FRAME_NM,
+    RANDOMISED,
+    make_sample,
+)
 from deepspm_bluesky.sim.sample import Sample
 
-NEW_FAMILIES = [f for f in FAMILIES if f != DEFAULT_FAMILY]
+NEW_FAMILIES = [f for f in FAMILIES if f != DEFAULT_FAMILY] + list(RANDOMISED)
 
 
 def _scan(family, *, seed=0, state="good", size_m=10e-9, pixels=64, bias_v=1.0, tip_seed=3):
@@ -35,7 +41,7 @@ def test_a_microscope_without_a_family_images_as_before_the_families_existed():
     assert SimulatedMicroscope(seed=4).surface_family == DEFAULT_FAMILY
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [*FAMILIES, *RANDOMISED])
 def test_every_family_is_reproducible_from_its_seed(family):
     np.testing.assert_array_equal(_scan(family, seed=2), _scan(family, seed=2))
     assert not np.array_equal(_scan(family, seed=2), _scan(family, seed=3))
@@ -68,7 +74,8 @@ def test_a_blunt_tip_smooths_every_family(family):
     assert detail(images[1]) < detail(images[0])
 
 
-@pytest.mark.parametrize("family", ["au111", "graphite", "si111_7x7", "molecular_islands"])
+@pytest.mark.parametrize("family", ["au111", "graphite", "si111_7x7", "molecular_islands",
+                                    "lattice"])
 def test_an_inverting_contaminated_tip_changes_every_family_it_images(family):
     good = random_tip(np.random.default_rng(0), "good").evolve(contrast=0.0)
     images = []
@@ -145,3 +152,13 @@ def test_a_contaminated_apex_switches_contrast_in_bands_of_lines_a_clean_one_nev
         to_stays, to_clean = (np.sqrt(np.mean((images["hops"] - images[k]) ** 2, axis=1))
                               for k in ("stays", "clean"))
         assert np.any(to_clean < to_stays / 2) and np.any(to_stays < to_clean / 2), family
+
+
+def test_the_made_up_lattices_differ_from_area_to_area():
+    """`lattice` is a random crystal per approach area: cells and atoms of many kinds."""
+    cells = {round(make_sample("lattice", np.random.default_rng(s), 850e-9).texture.a_m, 12)
+             for s in range(8)}
+    assert len(cells) == 8
+    atoms = {len(make_sample("lattice", np.random.default_rng(s), 850e-9).texture.extra[
+        "heights"]) for s in range(30)}
+    assert len(atoms) >= 4

@@ -18,6 +18,11 @@ molecular islands. The tip acts on each family the same way, through the two arg
   (`ADSORBATES_PER_NM2`), which a double tip doubles, a blunt one widens and a contaminated
   one brightens or inverts, whatever the surface's own texture.
 
+Beside the named families, `RANDOMISED` holds made-up surfaces a microscope can be given
+by name as well: "lattice", a random crystal per approach area (oblique cell of 0.3-2.5 nm,
+one to six atoms of random height, width and place in it), for a classifier to meet atomic
+lattices beyond the named few, or to be tested on a surface it never saw.
+
 A feature is drawn only where the pixels resolve it (pixel <= a third of its period or
 width), as the existing Ag(100) lattice is, so a 100 nm frame costs no more than a 10 nm one.
 
@@ -148,6 +153,8 @@ class Texture:
             out = self._dimer_rows(gx, gy, pixel, blur_m, gain, levels, step_height_m)
         elif self.kind == "adatoms_7x7":
             out = self._adatoms(gx, gy, pixel, blur_m, gain, bias_v)
+        elif self.kind == "motif":
+            out = self._motif(gx, gy, pixel, blur_m, gain)
         return out
 
     def bumps(self, gx: np.ndarray, gy: np.ndarray, *, blur_m: float, gain: float,
@@ -161,7 +168,8 @@ class Texture:
     def relief_m(self, gain: float) -> float:
         """An upper bound of the texture's max - min."""
         ridge = self.extra.get("ridge_m", 0.0)
-        return abs(gain) * (self.corrugation_m + ridge) + self.extra.get("hole_m", 0.0)
+        atoms = float(np.abs(self.extra["heights"]).sum()) if self.kind == "motif" else 1.0
+        return abs(gain) * (atoms * self.corrugation_m + ridge) + self.extra.get("hole_m", 0.0)
 
     # -- kinds ---------------------------------------------------------------------------
     def _hexagonal(self, gx, gy, pixel, blur_m, gain):
@@ -223,6 +231,16 @@ class Texture:
         heights = np.append(self.corrugation_m * gain * np.where(faulted, faulted_gain, 1.0),
                             -self.extra["hole_m"])
         return _periodic_gaussians(gx, gy, vectors, basis, heights, sigmas, blur_m)
+
+    def _motif(self, gx, gy, pixel, blur_m, gain):
+        """A random crystal: an oblique cell (`extra["vectors"]`) holding a few Gaussians
+        of random place, height (some negative: holes) and width."""
+        sigmas = self.extra["sigmas_m"]
+        if pixel > 4 * np.hypot(sigmas.min(), blur_m) / RESOLVED:
+            return 0.0
+        return _periodic_gaussians(gx, gy, self.extra["vectors"], self.extra["basis"],
+                                   gain * self.corrugation_m * self.extra["heights"],
+                                   sigmas, blur_m)
 
     @functools.cached_property
     def _island_lattice(self) -> tuple[np.ndarray, ...]:
@@ -511,6 +529,24 @@ def _clusters_family(rng, size_m):
             texture)
 
 
+def _lattice(rng, size_m):
+    """No real surface: a random crystal (cell 0.3-2.5 nm, one to six atoms of random
+    height and width in it) with terraces and clusters, so that a classifier sees atomic
+    lattices beyond the named families' few."""
+    a = np.exp(rng.uniform(np.log(0.3e-9), np.log(2.5e-9)))
+    angle, between = rng.uniform(0, np.pi), rng.uniform(np.pi / 3, 2 * np.pi / 3)
+    vectors = np.array([[np.cos(angle), np.sin(angle)],
+                        [np.cos(angle + between), np.sin(angle + between)]])
+    vectors *= np.array([[a], [a * rng.uniform(0.7, 1.4)]])
+    n = int(rng.integers(1, 7))
+    heights = rng.uniform(0.3, 1.0, n) * np.where(rng.random(n) < 0.2, -1.0, 1.0)
+    texture = Texture("motif", a, rng.uniform(15e-12, 120e-12), angle, np.zeros(2),
+                      {"vectors": vectors, "basis": rng.uniform(0, 1, (n, 2)) @ vectors,
+                       "heights": heights, "sigmas_m": rng.uniform(0.1, 0.3, n) * a})
+    return (_steps(rng, size_m, rng.uniform(1.3e-10, 3.5e-10), int(rng.integers(0, 3))),
+            _no_molecules(), _clusters(rng, size_m, 1e-5 * 1e18, (0.3e-9, 1.2e-9)), texture)
+
+
 def _unit(angles: np.ndarray) -> np.ndarray:
     return np.stack([np.cos(angles), np.sin(angles)], axis=1)
 
@@ -524,6 +560,7 @@ _MAKERS = {
     "step_bunches": _step_bunches,
     "clusters": _clusters_family,
 }
+RANDOMISED = {"lattice": _lattice}  # made-up surfaces for training, not in `FAMILIES`
 FAMILIES = (DEFAULT_FAMILY, *_MAKERS)
 """Surface families: the default MgPc on Ag(100), then Au(111) with its herringbone,
 Si(111)-7x7 adatoms, H:Si(100) dimer rows, graphite, dense molecular islands, vicinal
@@ -533,12 +570,12 @@ ADSORBATES_PER_NM2 = {  # coverage of point adsorbates and defects (per nm^2): a
     # frame of the family's usual size (`FRAME_NM`), so that every frame shows the tip
     "au111": (0.02, 0.08), "si111_7x7": (0.02, 0.06), "h_si100": (0.05, 0.15),
     "graphite": (0.2, 0.6), "molecular_islands": (0.01, 0.03),
-    "step_bunches": (0.03, 0.08), "clusters": (0.03, 0.08),
+    "step_bunches": (0.03, 0.08), "clusters": (0.03, 0.08), "lattice": (0.02, 0.08),
 }
 FRAME_NM = {  # frame sides (nm) at which each family is usually imaged and shows its texture
     DEFAULT_FAMILY: (8.0, 15.0), "au111": (4.0, 30.0), "si111_7x7": (6.0, 20.0),
     "h_si100": (4.0, 12.0), "graphite": (2.0, 6.0), "molecular_islands": (8.0, 30.0),
-    "step_bunches": (6.0, 20.0), "clusters": (8.0, 30.0),
+    "step_bunches": (6.0, 20.0), "clusters": (8.0, 30.0), "lattice": (3.0, 20.0),
 }
 
 
@@ -555,10 +592,11 @@ def make_sample(family: str, rng: np.random.Generator, size_m: float) -> Sample:
     """
     if family == DEFAULT_FAMILY:
         return Sample.random(rng, size_m)
-    if family not in _MAKERS:
+    makers = {**_MAKERS, **RANDOMISED}
+    if family not in makers:
         raise ValueError(f"unknown surface family {family!r}; known: {FAMILIES} "
                          f"or {RANDOM_FAMILY!r}")
-    steps, molecules, debris, texture = _MAKERS[family](rng, size_m)
+    steps, molecules, debris, texture = makers[family](rng, size_m)
     return FamilySample(size_m, steps, molecules, debris, rng.uniform(0, np.pi / 2),
                         family=family, texture=texture, lattice_m=0.0,
                         adsorbates=_adsorbates(rng, size_m, ADSORBATES_PER_NM2[family]))

@@ -20,7 +20,7 @@ import numpy as np
 from ..actions import Action
 from . import render
 from .conditioning import apply_action, reformed_tip, strength
-from .families import DEFAULT_FAMILY, FAMILIES, RANDOM_FAMILY, make_sample
+from .families import DEFAULT_FAMILY, FAMILIES, RANDOM_FAMILY, RANDOMISED, make_sample
 from .render import Motion
 from .sample import Sample
 from .tip import STATES, Tip, degraded, random_tip
@@ -94,7 +94,7 @@ class SimulatedMicroscope:
     ) -> None:
         if tip_state not in STATES:
             raise ValueError(f"unknown tip state {tip_state!r}; known: {STATES}")
-        if family is not None and family not in (*FAMILIES, RANDOM_FAMILY):
+        if family is not None and family not in (*FAMILIES, *RANDOMISED, RANDOM_FAMILY):
             raise ValueError(f"unknown surface family {family!r}; known: {FAMILIES} "
                              f"or {RANDOM_FAMILY!r}")
         self.family = family
