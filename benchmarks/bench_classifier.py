@@ -1,4 +1,4 @@
-"""Tip classifier inference, batch of one 64-px image: the compact default vs the paper's CNN.
+"""Tip classifier inference, batch of one 64-px image: the shipped network vs the paper's CNN.
 
 Times the network alone (normalised input) and the whole call on a raw height image
 (flatten, normalise, network), with 1 and 2 torch threads; then what knowing whether the image
@@ -33,23 +33,23 @@ def _network_call(classifier: TipClassifier, normalised: np.ndarray):
 
 def main() -> None:
     raw = SimulatedMicroscope(seed=1).scan(0.0, 0.0, 10e-9, 64)
-    compact, paper = TipClassifier("compact"), TipClassifier("deepspm")
+    shipped, paper = TipClassifier.pretrained(), TipClassifier("deepspm")
+    name = shipped.architecture
     normalised = preprocess(raw)
     threads = torch.get_num_threads()
     print(f"CPUs {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}")
     try:
         for n in (1, 2):
             torch.set_num_threads(n)
-            ours = per_call_s(_network_call(compact, normalised), repeat=200)
+            ours = per_call_s(_network_call(shipped, normalised), repeat=200)
             theirs = per_call_s(_network_call(paper, normalised), repeat=10)
-            report(f"network only, {n} thread(s), compact", ours, theirs, "paper CNN")
-            full = per_call_s(lambda: compact(raw), repeat=100)
+            report(f"network only, {n} thread(s), {name}", ours, theirs, "paper CNN")
+            full = per_call_s(lambda: shipped(raw), repeat=100)
             full_paper = per_call_s(lambda: paper(raw), repeat=10)
-            report(f"raw image -> P(good), {n} thread(s), compact", full, full_paper,
+            report(f"raw image -> P(good), {n} thread(s), {name}", full, full_paper,
                    "paper CNN")
             verdict = "meets" if full <= GOAL_S else "MISSES"
-            print(f"  compact {verdict} the {GOAL_S * 1e3:.0f} ms goal ({full * 1e3:.2f} ms)")
-        shipped = TipClassifier.pretrained()
+            print(f"  {name} {verdict} the {GOAL_S * 1e3:.0f} ms goal ({full * 1e3:.2f} ms)")
         familiar = per_call_s(lambda: shipped.familiar(normalised, normalized=True), repeat=100)
         predict = per_call_s(lambda: shipped.predict(normalised, normalized=True), repeat=100)
         report("familiar(image), shipped weights", familiar, predict, "predict(image)")
