@@ -22,7 +22,7 @@ SURVEY_PARAMETERS = {
     "mode": {"annotation": "Modes", "enums": {"Modes": ["operational", "training"]},
              "description": "operational, or training (conditions at once, learns)."},
     "classifier": {"annotation": "typing.Optional[str]",
-                   "description": "pretrained (default), or a checkpoint file."},
+                   "description": "pretrained (default), pretrained-ag100, or a checkpoint file."},
     "agent": {"annotation": "typing.Optional[str]",
               "description": "pretrained (default), random, or a checkpoint file."},
     "learn": {"annotation": "bool", "description": "Training mode: learn from each outcome."},
