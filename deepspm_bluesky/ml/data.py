@@ -255,7 +255,7 @@ def simulated_dataset(
     labels = np.empty(n_images, np.float32)
     recorded = np.empty(n_images, dtype=object)
     subtle = np.zeros(n_images, bool)
-    family_of = np.full(n_images, DEEPSPM_SAMPLE, dtype=object)
+    family_of = np.empty(n_images, dtype=object)
     microscope = area = None
     for i, state in enumerate(states):
         if i % IMAGES_PER_AREA == 0:

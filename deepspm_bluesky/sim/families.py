@@ -561,6 +561,7 @@ _MAKERS = {
     "clusters": _clusters_family,
 }
 RANDOMISED = {"lattice": _lattice}  # made-up surfaces for training, not in `FAMILIES`
+_EVERY_MAKER = {**_MAKERS, **RANDOMISED}
 FAMILIES = (DEFAULT_FAMILY, *_MAKERS)
 """Surface families: the default MgPc on Ag(100), then Au(111) with its herringbone,
 Si(111)-7x7 adatoms, H:Si(100) dimer rows, graphite, dense molecular islands, vicinal
@@ -592,11 +593,10 @@ def make_sample(family: str, rng: np.random.Generator, size_m: float) -> Sample:
     """
     if family == DEFAULT_FAMILY:
         return Sample.random(rng, size_m)
-    makers = {**_MAKERS, **RANDOMISED}
-    if family not in makers:
-        raise ValueError(f"unknown surface family {family!r}; known: {FAMILIES} "
-                         f"or {RANDOM_FAMILY!r}")
-    steps, molecules, debris, texture = makers[family](rng, size_m)
+    if family not in _EVERY_MAKER:
+        raise ValueError(f"unknown surface family {family!r}; known: {FAMILIES}, "
+                         f"{tuple(RANDOMISED)} or {RANDOM_FAMILY!r}")
+    steps, molecules, debris, texture = _EVERY_MAKER[family](rng, size_m)
     return FamilySample(size_m, steps, molecules, debris, rng.uniform(0, np.pi / 2),
                         family=family, texture=texture, lattice_m=0.0,
                         adsorbates=_adsorbates(rng, size_m, ADSORBATES_PER_NM2[family]))

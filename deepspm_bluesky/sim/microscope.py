@@ -95,8 +95,8 @@ class SimulatedMicroscope:
         if tip_state not in STATES:
             raise ValueError(f"unknown tip state {tip_state!r}; known: {STATES}")
         if family is not None and family not in (*FAMILIES, *RANDOMISED, RANDOM_FAMILY):
-            raise ValueError(f"unknown surface family {family!r}; known: {FAMILIES} "
-                             f"or {RANDOM_FAMILY!r}")
+            raise ValueError(f"unknown surface family {family!r}; known: {FAMILIES}, "
+                             f"{tuple(RANDOMISED)} or {RANDOM_FAMILY!r}")
         self.family = family
         self.hopping = family is not None
         self.artifacts_level = (0.0 if family is None else 1.0) if artifacts is None \
