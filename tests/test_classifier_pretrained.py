@@ -49,6 +49,8 @@ def test_the_shipped_weights_record_how_they_were_trained(classifier):
     data = classifier.metadata["data"]
     assert data["test_seed"] != HELD_OUT_SEED
     assert set(data["families"]) == {*FAMILIES, DEEPSPM_SAMPLE}
+    # its test set holds every family: 0.9686 measured (the default sample alone: 0.9944)
+    assert classifier.metadata["test"]["roc_auc"] >= 0.96
 
 
 def test_the_weights_of_one_surface_are_shipped_as_well():
