@@ -138,9 +138,24 @@ def autonomous_survey(
         md, detectors=[stm.name], num_points=max_images, instrument=stm.instrument_metadata(),
         hints={"dimensions": [([stm.scanner.x_nm.name], "primary")]},
     )
+    _md["classifier"] = _judged_by(survey.classifier, classifier)
     if survey.state is not None:
         _md["journal_dir"] = str(survey.state.journal.resolve())
     return survey.run(_md)
+
+
+def _judged_by(classifier: Classifier, given: Classifier | str | None) -> dict:
+    """Which weights judge the run: the name they were given by (a shipped name or a
+    checkpoint path; "pretrained" by default; a function's or object's own name) and, for a
+    `TipClassifier`, its architecture and the hash of its weights (`fingerprint`)."""
+    if isinstance(given, str) or given is None:
+        name = given or "pretrained"
+    else:
+        name = getattr(given, "__qualname__", type(given).__name__)
+    if not isinstance(classifier, TipClassifier):
+        return {"name": name}
+    return {"name": name, "architecture": classifier.architecture,
+            "fingerprint": classifier.fingerprint()}
 
 
 class _Survey:
@@ -169,8 +184,8 @@ class _Survey:
             agent = LiveLearner(agent, learn=learn)
         self.choices = ConditioningChoices(agent)
         self._restore()
-        self.judge_image = judge_on(stm, classifier if classifier is not None
-                                    else TipClassifier.pretrained())
+        self.classifier = classifier if classifier is not None else TipClassifier.pretrained()
+        self.judge_image = judge_on(stm, self.classifier)
         self.images, self.actions = primary_signals(), action_signals(len(stm.actions))
         self.episodes, self.outages = episode_signals(), outage_signals()
         self.centre = FrameCentre(stm.scanner)

@@ -207,6 +207,20 @@ def test_by_default_the_shipped_classifier_judges_every_clean_image(RE, document
         assert event["data"]["verdict"] == ("good" if p >= 0.9 else "bad")
 
 
+@pytest.mark.parametrize("given", [None, "pretrained-ag100"])
+def test_the_start_document_names_the_weights_that_judge_the_run(RE, documents, stm, given):
+    RE(autonomous_survey(stm, max_images=1, classifier=given))
+    judged_by = documents[0][1]["classifier"]
+    shipped = TipClassifier.pretrained(given or "pretrained")
+    assert judged_by == {"name": given or "pretrained", "architecture": shipped.architecture,
+                         "fingerprint": shipped.fingerprint()}
+
+
+def test_a_classifier_of_its_own_is_named_by_its_function_or_class(RE, documents, stm):
+    RE(autonomous_survey(stm, max_images=1, classifier=always(0.95)))
+    assert documents[0][1]["classifier"] == {"name": "always.<locals>.<lambda>"}
+
+
 def test_training_learns_live_and_records_suggestions_and_episodes(RE, documents):
     from deepspm_bluesky.ml import AgentSettings, ConditioningAgent
 
