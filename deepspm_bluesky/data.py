@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 import os
 import re
@@ -11,7 +12,8 @@ import threading
 import time
 import warnings
 from collections import deque
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import platformdirs
@@ -72,8 +74,7 @@ def catalog_adapter(directory: str | os.PathLike, *, database: str | None = None
         raise NotADirectoryError(f"catalog location {directory} is a file, not a directory")
     if database is not None:
         return _postgresql_adapter(directory, database)
-    new = not (directory / "catalog.db").is_file()
-    if new:
+    if not (directory / "catalog.db").is_file():
         if not create:
             raise CatalogError(f"no catalog in {directory} (no catalog.db there)")
         directory.mkdir(parents=True, exist_ok=True)
@@ -82,14 +83,31 @@ def catalog_adapter(directory: str | os.PathLike, *, database: str | None = None
         register_storage(ReadOnlySQLiteStorage(ensure_uri(tables)))
         return catalog_from_uri(f"sqlite:///{read_only_uri(directory / 'catalog.db')}&uri=true",
                                 specs=ROOT_SPECS, readable_storage=[str(directory / "data")])
-    # initialising (a `tiled catalog init` subprocess, ~3 s, run whether or not the catalog
-    # exists) is only for a new catalog
-    adapter = catalog_from_uri(f"sqlite:///{directory / 'catalog.db'}", init_if_not_exists=new,
-                               specs=ROOT_SPECS,
-                               writable_storage=[str(directory / "data"), tables])
-    for database in ("catalog.db", "tables.db"):
-        write_ahead_log(directory / database)
+    with _locked(directory):  # a survey and `watch` started together both find it new
+        # initialising (a `tiled catalog init` subprocess, ~3 s, run whether or not the
+        # catalog exists) is only for a new catalog
+        new = not (directory / "catalog.db").is_file()
+        adapter = catalog_from_uri(f"sqlite:///{directory / 'catalog.db'}",
+                                   init_if_not_exists=new, specs=ROOT_SPECS,
+                                   writable_storage=[str(directory / "data"), tables])
+        for database in ("catalog.db", "tables.db"):
+            write_ahead_log(directory / database)
     return adapter
+
+
+@contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a folder (flock on the folder itself: no file is left).
+
+    Two processes that open a new catalog at once both found it new and both created its
+    tables; one of them failed with "table already exists".
+    """
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def write_ahead_log(database: Path) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import bluesky.plan_stubs as bps
 import pytest
 
@@ -29,6 +32,25 @@ def test_a_new_catalog_directory_is_created_empty(tmp_path):
     client = open_catalog(tmp_path / "new")
     assert len(client) == 0
     assert (tmp_path / "new" / "catalog.db").is_file()
+
+
+def test_processes_that_open_one_new_catalog_at_once_all_succeed(tmp_path):
+    """A survey and `watch` started together both found the folder new; one of them died
+    with "table already exists" (the CI failure of the watch page's browser test)."""
+    directory, go = tmp_path / "together", tmp_path / "go"
+    opener = ("import os, sys, time; from deepspm_bluesky.data import open_catalog\n"
+              "print('ready', flush=True)\n"
+              "while not os.path.exists(sys.argv[2]): time.sleep(0.001)\n"
+              "print(len(open_catalog(sys.argv[1])))")
+    processes = [subprocess.Popen([sys.executable, "-c", opener, str(directory), str(go)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+    assert [p.stdout.readline() for p in processes] == ["ready\n"] * 4
+    go.touch()  # all of them open it at once
+    results = [(p.wait(timeout=300), p.stdout.read().strip(), p.stderr.read()[-300:])
+               for p in processes]
+    assert [result[:2] for result in results] == [(0, "0")] * 4, results
+    assert len(open_catalog(directory, create=False)) == 0
 
 
 def test_a_file_in_place_of_the_catalog_directory_is_a_clear_error(tmp_path):

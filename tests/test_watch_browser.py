@@ -100,8 +100,9 @@ def mark_a_judged_image_wrong(driver) -> tuple[int, str] | None:
     return None
 
 
-def test_the_page_follows_a_running_survey_and_stores_a_verdict_marked_wrong(watched,
-                                                                              browser):
+def test_the_page_follows_a_running_survey_and_stores_a_verdict_marked_wrong(browser,
+                                                                              watched):
+    # the browser first: installing Chromium on a fresh machine may outlast the survey
     url, directory, survey = watched
     browser.get(url)
     first = wait_for(lambda: shown_images(browser), 120, "the first images on the page")
