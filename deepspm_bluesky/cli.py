@@ -202,6 +202,7 @@ def survey(
         watchers = _watchers(plot, notify)
         instrument = InstrumentSettings(backend.value, host=host, port=port, seed=seed,
                                         realtime=realtime, outage_s=outage_s)
+        _check_weights(classifier, agent)
         try:
             session = _open_session(instrument, catalog, api_key)
             for watcher in watchers:
@@ -212,6 +213,19 @@ def survey(
         finally:
             for watcher in watchers:
                 watcher.close()  # last PNG written, queued notices sent
+
+
+def _check_weights(classifier: str, agent: str) -> None:
+    """Exit 2 on an unknown or unusable classifier or agent before the catalog is opened
+    (or created: a mistyped name left an empty catalog behind)."""
+    from deepspm_bluesky.ml.named import agent_named, classifier_named
+
+    try:
+        classifier_named(classifier)
+        agent_named(agent)
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _watchers(plot: Path | None, notify: Path | None) -> list:

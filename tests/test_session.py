@@ -62,6 +62,13 @@ def test_an_unknown_classifier_is_refused_before_a_run_opens(three_surveys):
     assert len(client) == 3
 
 
+@pytest.mark.parametrize("option", ["--classifier", "--agent"])
+def test_a_mistyped_name_creates_no_catalog(tmp_path, option):
+    result = survey(tmp_path / "catalog", option, "pretraind")
+    assert result.exit_code == 2 and "'pretraind'" in result.output
+    assert not (tmp_path / "catalog").exists()
+
+
 def test_a_corrupt_navigation_file_is_named_and_refused(three_surveys, tmp_path):
     catalog, _, client = three_surveys
     navigation = tmp_path / "nav.npz"
