@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import select
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -281,7 +283,33 @@ class _EndingReported(logging.Filter):
 _ENDING_REPORTED = _EndingReported()
 
 
-def run_plan(engine: RunEngine, plan, *, ask: Callable[[str], str] = input,
+def ask_at_pause(prompt: str) -> str:
+    """`input`, except that a Ctrl-C pressed as the prompt appears is never lost.
+
+    CPython runs a Python signal handler only between bytecodes: a SIGINT that lands after
+    `input` has printed its prompt but before its read starts (or one the kernel hands to
+    another thread) waits for the next line, and the survey hung at the prompt. Here the
+    wait is short `select` calls, between which the Ctrl-C is raised (within 0.2 s). A
+    stream without a file descriptor (a test runner's captured stdin) is read by `input`.
+    """
+    try:
+        descriptor = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return input(prompt)
+    print(prompt, end="", flush=True)
+    line = bytearray()
+    while True:
+        while not select.select([descriptor], [], [], 0.2)[0]:
+            pass
+        byte = os.read(descriptor, 1)  # unbuffered: nothing read past the line
+        if byte in (b"", b"\n"):
+            if not (byte or line):
+                raise EOFError
+            return line.decode(errors="replace")
+        line += byte
+
+
+def run_plan(engine: RunEngine, plan, *, ask: Callable[[str], str] = ask_at_pause,
              echo: Callable[[str], None] = print):
     """Run `plan`; after each pause (Ctrl-C) ask resume / stop / abort until it ends.
 

@@ -133,3 +133,40 @@ def test_a_killed_survey_is_closed_whole_on_restart_and_its_ground_not_rescanned
     places = new["primary"].base["internal"].read(["stm_scanner_x_nm", "stm_scanner_y_nm"])
     new_places = set(zip(places["stm_scanner_x_nm"], places["stm_scanner_y_nm"], strict=True))
     assert len(new_places) == 10 and not new_places & old_places
+
+
+ASKING = """
+import signal, sys, threading, time
+from deepspm_bluesky.session import ask_at_pause
+threading.Thread(target=time.sleep, args=(60,), daemon=True).start()  # SIGINT may go there
+if sys.argv[1] == "other-thread":  # the kernel can no longer interrupt the main thread's read
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+try:
+    print(repr(ask_at_pause("choose? ")))
+except KeyboardInterrupt:
+    print("interrupted")
+except EOFError:
+    print("end of input")
+"""
+
+
+def asking(how: str) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-c", ASKING, how], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout.read(len("choose? ")) == "choose? "
+    return process
+
+
+def test_a_ctrl_c_the_main_thread_does_not_receive_still_ends_the_pause_prompt():
+    """input() would wait for the next line: the hang of a second Ctrl-C while paused."""
+    process = asking("other-thread")
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=20) == 0  # stdin still open: no line, no end of input
+    assert process.stdout.read().strip() == "interrupted"
+    process.stdin.close()
+
+
+@pytest.mark.parametrize(("typed", "heard"), [("st\r\n", "'st\\r'"), ("", "end of input")])
+def test_the_pause_prompt_reads_one_line_or_the_end_of_input(typed, heard):
+    process = asking("main-thread")
+    assert process.communicate(typed, timeout=20)[0].strip() == heard
