@@ -31,3 +31,16 @@ def test_a_setup_that_fails_leaves_the_collector_on(unfrozen):
     with pytest.raises(SystemExit), setting_up():
         raise SystemExit(2)  # a bad option, before anything settled
     assert gc.isenabled() and gc.get_freeze_count() == frozen
+
+
+def test_a_served_app_starts_with_what_is_alive_frozen(unfrozen, monkeypatch):
+    """`serve` (and `serve_catalog`) settle before uvicorn answers the first client."""
+    import uvicorn
+
+    from deepspm_bluesky.data import run_app
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **_: seen.update(frozen=gc.get_freeze_count()))
+    gc.unfreeze()
+    run_app(object(), host="127.0.0.1", port=0)
+    assert seen["frozen"] > 10_000  # this process's imports, at least
